@@ -1,0 +1,155 @@
+"""The composition root: builds settings, clients, repositories and services lazily, once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from chalicelib.domain.catalog import Catalog, load_catalog
+from chalicelib.settings import Settings
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Container:
+    """Everything a handler needs; nothing is built until a handler asks for it."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        aws_client: Callable[..., Any] | None = None,
+    ) -> None:
+        self._settings = settings
+        self.clock = clock
+        self._aws_client = aws_client
+
+    @cached_property
+    def settings(self) -> Settings:
+        return self._settings or Settings.from_env()
+
+    def aws_client(self, service: str, region: str | None = None) -> Any:
+        if self._aws_client is not None:
+            return self._aws_client(service, region or self.settings.region)
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            service,
+            region_name=region or self.settings.region,
+            config=Config(retries={"mode": "standard", "max_attempts": 3}),
+        )
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return load_catalog()
+
+    @cached_property
+    def repository(self) -> Any:
+        from chalicelib.persistence.dynamodb import (
+            DynamoDbInstanceRepository,
+            configure_instance_model,
+        )
+
+        configure_instance_model(self.settings.table_name, self.settings.region)
+        return DynamoDbInstanceRepository(self.settings.policy)
+
+    @cached_property
+    def providers(self) -> Any:
+        from chalicelib.providers.registry import ProviderRegistry
+
+        def aws() -> Any:
+            from chalicelib.providers.aws_ec2 import Ec2Provider
+
+            clients: dict[str, Any] = {}
+
+            def ec2_client(region: str) -> Any:
+                if region not in clients:
+                    clients[region] = self.aws_client("ec2", region)
+                return clients[region]
+
+            return Ec2Provider(self.settings.ec2, ec2_client)
+
+        return ProviderRegistry(
+            factories={"aws": aws},
+            regions={"aws": self.settings.region, "azure": "eastus"},
+            missing_settings={"aws": self.settings.ec2.missing, "azure": ["AZURE_*"]},
+        )
+
+    @cached_property
+    def events(self) -> Any:
+        from chalicelib.events.eventbridge import EventBridgePublisher
+
+        return EventBridgePublisher(self.aws_client("events"), self.settings.event_bus_name)
+
+    @cached_property
+    def workflow(self) -> Any:
+        from chalicelib.workflow.stepfunctions import StepFunctionsWorkflowStarter
+
+        if not self.settings.state_machine_arn:
+            raise RuntimeError("LIFECYCLE_STATE_MACHINE_ARN is not set")
+        return StepFunctionsWorkflowStarter(
+            self.aws_client("stepfunctions"), self.settings.state_machine_arn
+        )
+
+    @cached_property
+    def lifecycle(self) -> Any:
+        from chalicelib.services.lifecycle import Lifecycle
+
+        return Lifecycle(self.repository, self.providers, self.events, self.clock)
+
+    @cached_property
+    def instances(self) -> Any:
+        from chalicelib.services.instances import InstanceService, WorkflowTiming
+
+        return InstanceService(
+            self.lifecycle,
+            self.catalog,
+            _LazyWorkflow(self),
+            WorkflowTiming(
+                poll_seconds=self.settings.workflow_poll_seconds,
+                max_checks=self.settings.workflow_max_checks,
+            ),
+        )
+
+    @cached_property
+    def steps(self) -> Any:
+        from chalicelib.services.steps import LifecycleSteps
+
+        return LifecycleSteps(self.lifecycle)
+
+    @cached_property
+    def reaper(self) -> Any:
+        from chalicelib.services.reaper import Reaper
+
+        return Reaper(self.lifecycle, self.settings.policy)
+
+
+class _LazyWorkflow:
+    """Defers building the Step Functions client until an instance is actually provisioned."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+
+    def start(self, execution_name: str, execution_input: dict[str, Any]) -> str:
+        return self._container.workflow.start(execution_name, execution_input)
+
+
+_container: Container | None = None
+
+
+def container() -> Container:
+    global _container
+    if _container is None:
+        _container = Container()
+    return _container
+
+
+def use(new_container: Container | None) -> None:
+    """Replace the container (tests and the local run inject a clock or settings)."""
+    global _container
+    _container = new_container

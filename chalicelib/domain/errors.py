@@ -1,0 +1,51 @@
+"""Domain errors: what went wrong in the service's own terms; api/ maps them to HTTP."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error the service reports to a caller."""
+
+    code = "domain_error"
+
+
+class ValidationError(DomainError):
+    """The caller sent something the service cannot accept."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, fields: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.fields = fields or []
+
+
+class UnknownInstanceTypeError(ValidationError):
+    code = "unknown_instance_type"
+
+
+class InstanceNotFoundError(DomainError):
+    """No such instance, or one the caller may not see (the two are not told apart)."""
+
+    code = "instance_not_found"
+
+
+class InvalidTransitionError(DomainError):
+    """The lifecycle does not allow this change from the instance's current state."""
+
+    code = "invalid_transition"
+
+
+class ConcurrentUpdateError(DomainError):
+    """Another writer changed the record between our read and our conditional write."""
+
+    code = "concurrent_update"
+
+
+class AuthenticationError(DomainError):
+    code = "unauthorized"
+
+
+class ProviderUnavailableError(DomainError):
+    """The requested cloud provider is not configured in this deployment."""
+
+    code = "provider_unavailable"

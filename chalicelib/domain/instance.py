@@ -1,0 +1,144 @@
+"""The instance record as the domain sees it, and the pure rules that change it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from chalicelib.domain.billing import run_cost
+from chalicelib.domain.catalog import BillingRule
+from chalicelib.domain.states import (
+    IN_SERVICE_STATUSES,
+    InstanceStatus,
+    check_transition,
+)
+
+MIN_IDLE_TIMEOUT_MINUTES = 5
+MAX_IDLE_TIMEOUT_MINUTES = 120
+DEFAULT_IDLE_TIMEOUT_MINUTES = 30
+# Older entries are dropped so a busy READY<->RUNNING instance cannot outgrow its item.
+MAX_HISTORY_ENTRIES = 50
+
+
+@dataclass(frozen=True)
+class LifecyclePolicy:
+    """How long an instance may sit in a transitional state before the reaper calls it stuck."""
+
+    provisioning_limit: timedelta = timedelta(minutes=15)
+    configuring_limit: timedelta = timedelta(minutes=15)
+    stopping_limit: timedelta = timedelta(minutes=10)
+
+    def limit_for(self, status: InstanceStatus) -> timedelta | None:
+        return {
+            InstanceStatus.PROVISIONING: self.provisioning_limit,
+            InstanceStatus.CONFIGURING: self.configuring_limit,
+            InstanceStatus.STOPPING: self.stopping_limit,
+        }.get(status)
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    status: InstanceStatus
+    at: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    user_id: str
+    provider: str
+    region: str
+    instance_type: str
+    gpu_model: str
+    gpu_count: int
+    hourly_usd: Decimal
+    billing_rule: BillingRule
+    idle_timeout_minutes: int
+    status: InstanceStatus
+    created_at: datetime
+    updated_at: datetime
+    status_entered_at: datetime
+    last_activity_at: datetime
+    task_id: str | None = None
+    status_reason: str | None = None
+    cloud_resource_id: str | None = None
+    private_ip: str | None = None
+    public_ip: str | None = None
+    # Billing runs from the moment the cloud accepted the launch to the moment it
+    # accepted the termination; a record with no launch is never charged.
+    launched_at: datetime | None = None
+    billing_ended_at: datetime | None = None
+    accrued_cost: Decimal = Decimal("0")
+    accrued_until: datetime | None = None
+    ready_at: datetime | None = None
+    terminated_at: datetime | None = None
+    execution_id: str | None = None
+    status_history: tuple[StatusChange, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    version: int | None = None
+
+    # -- derived figures -------------------------------------------------------------
+
+    def cost_at(self, now: datetime) -> Decimal:
+        """Cost up to `now` (or to the end of billing, if it ended earlier)."""
+        end = self.billing_ended_at if self.billing_ended_at is not None else now
+        return run_cost(self.hourly_usd, self.billing_rule, self.launched_at, end)
+
+    def idle_deadline(self) -> datetime:
+        return self.last_activity_at + timedelta(minutes=self.idle_timeout_minutes)
+
+    def due_at(self, policy: LifecyclePolicy) -> datetime | None:
+        """When the reaper must next look at this instance; None once it is finished."""
+        if self.status.is_terminal:
+            return None
+        if self.status in IN_SERVICE_STATUSES:
+            return self.idle_deadline()
+        if self.status is InstanceStatus.STOPPING:
+            # A stopping instance is due at once: every tick asks the cloud whether it is gone.
+            return self.status_entered_at
+        limit = policy.limit_for(self.status)
+        assert limit is not None
+        return self.status_entered_at + limit
+
+    def is_stuck(self, now: datetime, policy: LifecyclePolicy) -> bool:
+        limit = policy.limit_for(self.status)
+        return limit is not None and now >= self.status_entered_at + limit
+
+    @property
+    def is_billing(self) -> bool:
+        return self.launched_at is not None and self.billing_ended_at is None
+
+    # -- changes ---------------------------------------------------------------------
+
+    def transition(
+        self, target: InstanceStatus, now: datetime, reason: str | None = None, **changes: Any
+    ) -> Instance:
+        """A copy moved to `target`; raises InvalidTransitionError if the lifecycle forbids it."""
+        check_transition(self.status, target)
+        history = (*self.status_history, StatusChange(target, now, reason))[-MAX_HISTORY_ENTRIES:]
+        stamps: dict[str, Any] = {}
+        if target is InstanceStatus.READY and self.ready_at is None:
+            stamps["ready_at"] = now
+        if target in IN_SERVICE_STATUSES:
+            stamps["last_activity_at"] = now
+        if target.is_terminal:
+            stamps["terminated_at"] = now
+        updated = replace(
+            self,
+            status=target,
+            status_reason=reason,
+            status_entered_at=now,
+            updated_at=now,
+            status_history=history,
+            **{**stamps, **changes},
+        )
+        return updated.with_cost_accrued(now) if target.is_terminal else updated
+
+    def with_cost_accrued(self, now: datetime) -> Instance:
+        return replace(self, accrued_cost=self.cost_at(now), accrued_until=now, updated_at=now)
+
+    def with_activity(self, now: datetime) -> Instance:
+        return replace(self, last_activity_at=now, updated_at=now)

@@ -1,0 +1,362 @@
+"""The DynamoDB adapter of the repository: a PynamoDB model, its three GSIs, and the mapping."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pynamodb.attributes import (
+    JSONAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+    VersionAttribute,
+)
+from pynamodb.exceptions import PutError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.domain.catalog import BillingRule
+from chalicelib.domain.errors import ConcurrentUpdateError, ValidationError
+from chalicelib.domain.instance import Instance, LifecyclePolicy, StatusChange
+from chalicelib.domain.states import InstanceStatus
+from chalicelib.persistence.repository import ListQuery, Page
+
+CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
+
+
+class UserIndex(GlobalSecondaryIndex["InstanceModel"]):
+    """A user's instances, newest first."""
+
+    class Meta:
+        index_name = "by-user"
+        projection = AllProjection()
+
+    user_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class TaskIndex(GlobalSecondaryIndex["InstanceModel"]):
+    """The instances started for one analysis task (sparse: only records with a task)."""
+
+    class Meta:
+        index_name = "by-task"
+        projection = AllProjection()
+
+    task_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class LiveIndex(GlobalSecondaryIndex["InstanceModel"]):
+    """Live instances by status, ordered by when the reaper must next look at them.
+
+    Sparse: terminal records drop `live_status` and leave the index, so the reaper's
+    queries touch only the few live records, never the growing history."""
+
+    class Meta:
+        index_name = "live-by-status"
+        projection = AllProjection()
+
+    live_status = UnicodeAttribute(hash_key=True)
+    due_at = UTCDateTimeAttribute(range_key=True)
+
+
+class StatusChangeMap(MapAttribute):
+    status = UnicodeAttribute()
+    at = UTCDateTimeAttribute()
+    reason = UnicodeAttribute(null=True)
+
+
+class InstanceModel(Model):
+    class Meta:
+        table_name = "instance-provisioner-instances"
+        region = "us-east-1"
+
+    id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute()
+    task_id = UnicodeAttribute(null=True)
+    provider = UnicodeAttribute()
+    region = UnicodeAttribute()
+    instance_type = UnicodeAttribute()
+    gpu_model = UnicodeAttribute()
+    gpu_count = NumberAttribute()
+    status = UnicodeAttribute()
+    status_reason = UnicodeAttribute(null=True)
+    status_entered_at = UTCDateTimeAttribute()
+    cloud_resource_id = UnicodeAttribute(null=True)
+    private_ip = UnicodeAttribute(null=True)
+    public_ip = UnicodeAttribute(null=True)
+    # Money is stored as decimal strings: PynamoDB's NumberAttribute goes through float.
+    hourly_usd = UnicodeAttribute()
+    billing_rule = JSONAttribute()
+    accrued_cost = UnicodeAttribute()
+    accrued_until = UTCDateTimeAttribute(null=True)
+    launched_at = UTCDateTimeAttribute(null=True)
+    billing_ended_at = UTCDateTimeAttribute(null=True)
+    idle_timeout_minutes = NumberAttribute()
+    last_activity_at = UTCDateTimeAttribute()
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    ready_at = UTCDateTimeAttribute(null=True)
+    terminated_at = UTCDateTimeAttribute(null=True)
+    execution_id = UnicodeAttribute(null=True)
+    status_history = ListAttribute(of=StatusChangeMap, default=list)
+    metadata = JSONAttribute(default=dict)
+    live_status = UnicodeAttribute(null=True)
+    due_at = UTCDateTimeAttribute(null=True)
+    version = VersionAttribute()
+
+    user_index = UserIndex()
+    task_index = TaskIndex()
+    live_index = LiveIndex()
+
+
+def configure_instance_model(table_name: str, region: str, host: str | None = None) -> None:
+    """Point the model at a table; called by the composition root before first use."""
+    InstanceModel.Meta.table_name = table_name
+    InstanceModel.Meta.region = region
+    InstanceModel.Meta.host = host
+    # PynamoDB caches its connection per class; drop it so the new settings apply.
+    InstanceModel._connection = None
+    for index in (InstanceModel.user_index, InstanceModel.task_index, InstanceModel.live_index):
+        index._connection = None  # type: ignore[attr-defined]
+
+
+def create_instance_table(wait: bool = False) -> None:
+    """Create the table with on-demand billing (local runs and tests; deployments use CFN)."""
+    if not InstanceModel.exists():
+        InstanceModel.create_table(billing_mode="PAY_PER_REQUEST", wait=wait)
+
+
+# -- mapping --------------------------------------------------------------------------
+
+
+def _to_model(instance: Instance, policy: LifecyclePolicy) -> InstanceModel:
+    rule = instance.billing_rule
+    live = instance.status.is_live
+    model = InstanceModel(
+        id=instance.id,
+        user_id=instance.user_id,
+        task_id=instance.task_id,
+        provider=instance.provider,
+        region=instance.region,
+        instance_type=instance.instance_type,
+        gpu_model=instance.gpu_model,
+        gpu_count=instance.gpu_count,
+        status=instance.status.value,
+        status_reason=instance.status_reason,
+        status_entered_at=instance.status_entered_at,
+        cloud_resource_id=instance.cloud_resource_id,
+        private_ip=instance.private_ip,
+        public_ip=instance.public_ip,
+        hourly_usd=str(instance.hourly_usd),
+        billing_rule={
+            "name": rule.name,
+            "incrementSeconds": rule.increment_seconds,
+            "minimumSeconds": rule.minimum_seconds,
+            "source": rule.source,
+        },
+        accrued_cost=str(instance.accrued_cost),
+        accrued_until=instance.accrued_until,
+        launched_at=instance.launched_at,
+        billing_ended_at=instance.billing_ended_at,
+        idle_timeout_minutes=instance.idle_timeout_minutes,
+        last_activity_at=instance.last_activity_at,
+        created_at=instance.created_at,
+        updated_at=instance.updated_at,
+        ready_at=instance.ready_at,
+        terminated_at=instance.terminated_at,
+        execution_id=instance.execution_id,
+        status_history=[
+            StatusChangeMap(status=c.status.value, at=c.at, reason=c.reason)
+            for c in instance.status_history
+        ],
+        metadata=instance.metadata,
+        live_status=instance.status.value if live else None,
+        due_at=instance.due_at(policy) if live else None,
+    )
+    if instance.version is not None:
+        model.version = instance.version
+    return model
+
+
+def _to_instance(model: InstanceModel) -> Instance:
+    rule = model.billing_rule
+    return Instance(
+        id=model.id,
+        user_id=model.user_id,
+        task_id=model.task_id,
+        provider=model.provider,
+        region=model.region,
+        instance_type=model.instance_type,
+        gpu_model=model.gpu_model,
+        gpu_count=int(model.gpu_count),
+        status=InstanceStatus(model.status),
+        status_reason=model.status_reason,
+        status_entered_at=model.status_entered_at,
+        cloud_resource_id=model.cloud_resource_id,
+        private_ip=model.private_ip,
+        public_ip=model.public_ip,
+        hourly_usd=Decimal(model.hourly_usd),
+        billing_rule=BillingRule(
+            name=rule["name"],
+            increment_seconds=int(rule["incrementSeconds"]),
+            minimum_seconds=int(rule["minimumSeconds"]),
+            source=rule.get("source", ""),
+        ),
+        accrued_cost=Decimal(model.accrued_cost),
+        accrued_until=model.accrued_until,
+        launched_at=model.launched_at,
+        billing_ended_at=model.billing_ended_at,
+        idle_timeout_minutes=int(model.idle_timeout_minutes),
+        last_activity_at=model.last_activity_at,
+        created_at=model.created_at,
+        updated_at=model.updated_at,
+        ready_at=model.ready_at,
+        terminated_at=model.terminated_at,
+        execution_id=model.execution_id,
+        status_history=tuple(
+            StatusChange(InstanceStatus(c.status), c.at, c.reason) for c in model.status_history
+        ),
+        metadata=dict(model.metadata or {}),
+        version=model.version,
+    )
+
+
+# -- cursors --------------------------------------------------------------------------
+
+
+def encode_cursor(last_evaluated_key: dict[str, Any] | None) -> str | None:
+    if not last_evaluated_key:
+        return None
+    raw = json.dumps(last_evaluated_key, sort_keys=True, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, expected_keys: set[str], hash_key: tuple[str, str] | None) -> dict:
+    """The DynamoDB start key hidden in an opaque cursor; ValidationError if it was not ours."""
+    invalid = ValidationError(
+        "The cursor is not valid for this listing; pass back the nextCursor of the previous "
+        "page with the same filters, or omit it to start from the first page."
+    )
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise invalid from None
+    if not isinstance(key, dict) or set(key) != expected_keys:
+        raise invalid
+    if not all(isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str)
+               for v in key.values()):
+        raise invalid
+    # A cursor cannot be used to walk another user's (or another task's) partition.
+    if hash_key is not None and key[hash_key[0]]["S"] != hash_key[1]:
+        raise invalid
+    return key
+
+
+# -- the adapter ----------------------------------------------------------------------
+
+
+class DynamoDbInstanceRepository:
+    def __init__(self, policy: LifecyclePolicy) -> None:
+        self._policy = policy
+
+    def add(self, instance: Instance) -> Instance:
+        model = _to_model(instance, self._policy)
+        try:
+            model.save(condition=InstanceModel.id.does_not_exist())
+        except PutError as error:
+            if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
+                raise ConcurrentUpdateError(f"Instance {instance.id} already exists.") from error
+            raise
+        return _to_instance(model)
+
+    def get(self, instance_id: str) -> Instance | None:
+        try:
+            return _to_instance(InstanceModel.get(instance_id, consistent_read=True))
+        except InstanceModel.DoesNotExist:
+            return None
+
+    def save(self, instance: Instance, expected_status: InstanceStatus) -> Instance:
+        model = _to_model(instance, self._policy)
+        try:
+            # PynamoDB adds `version = <read version>` to the condition and bumps it.
+            model.save(condition=InstanceModel.status == expected_status.value)
+        except PutError as error:
+            if error.cause_response_code == CONDITIONAL_CHECK_FAILED:
+                raise ConcurrentUpdateError(
+                    f"Instance {instance.id} changed while this request was being handled; "
+                    "read it again and retry."
+                ) from error
+            raise
+        return _to_instance(model)
+
+    def list(self, query: ListQuery) -> Page:
+        filters = []
+        if query.status is not None:
+            filters.append(InstanceModel.status == query.status.value)
+        if query.task_id is not None:
+            if query.user_id is not None:
+                filters.append(InstanceModel.user_id == query.user_id)
+            hash_key = ("task_id", query.task_id)
+            index: Any = InstanceModel.task_index
+            keys = {"id", "task_id", "created_at"}
+        elif query.user_id is not None:
+            hash_key = ("user_id", query.user_id)
+            index = InstanceModel.user_index
+            keys = {"id", "user_id", "created_at"}
+        else:
+            return self._scan(query, filters)
+        condition = _and(filters)
+        start = decode_cursor(query.cursor, keys, hash_key) if query.cursor else None
+        results = index.query(
+            hash_key[1],
+            filter_condition=condition,
+            scan_index_forward=False,
+            limit=query.limit,
+            last_evaluated_key=start,
+        )
+        items = [_to_instance(m) for m in results]
+        return Page(items, encode_cursor(results.last_evaluated_key))
+
+    def _scan(self, query: ListQuery, filters: list) -> Page:
+        # Only operators list across users; a scan is the honest tool for "everything".
+        start = decode_cursor(query.cursor, {"id"}, None) if query.cursor else None
+        results = InstanceModel.scan(
+            filter_condition=_and(filters), limit=query.limit, last_evaluated_key=start
+        )
+        items = [_to_instance(m) for m in results]
+        return Page(items, encode_cursor(results.last_evaluated_key))
+
+    def live(self, status: InstanceStatus) -> Iterator[Instance]:
+        for model in InstanceModel.live_index.query(status.value):
+            yield _to_instance(model)
+
+    def due(self, status: InstanceStatus, now: datetime) -> Iterator[Instance]:
+        for model in InstanceModel.live_index.query(
+            status.value, range_key_condition=InstanceModel.due_at <= now
+        ):
+            yield _to_instance(model)
+
+    def all_for_stats(self, user_id: str | None) -> Iterator[Instance]:
+        models = (
+            InstanceModel.user_index.query(user_id) if user_id is not None
+            else InstanceModel.scan()
+        )
+        for model in models:
+            yield _to_instance(model)
+
+
+def _and(conditions: list) -> Any:
+    combined = None
+    for condition in conditions:
+        combined = condition if combined is None else combined & condition
+    return combined

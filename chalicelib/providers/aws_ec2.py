@@ -1,0 +1,205 @@
+"""AWS EC2 adapter of CloudProvider: launches, inspects and terminates tagged GPU instances."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.providers.base import (
+    CloudCapacityError,
+    CloudConfigurationError,
+    CloudInstanceView,
+    CloudProviderError,
+    CloudState,
+    CloudThrottlingError,
+    LaunchRequest,
+)
+from chalicelib.settings import Ec2Settings
+
+MANAGED_TAG = "provisioner:managed"
+RECORD_ID_TAG = "provisioner:record-id"
+USER_ID_TAG = "provisioner:user-id"
+TASK_ID_TAG = "provisioner:task-id"
+
+# States in which an instance still belongs to its record; shutting-down/terminated ones
+# are on their way out and must not stop a new launch.
+_LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+_STATES = {
+    "pending": CloudState.PENDING,
+    "running": CloudState.RUNNING,
+    "stopping": CloudState.STOPPED,
+    "stopped": CloudState.STOPPED,
+    "shutting-down": CloudState.TERMINATING,
+    "terminated": CloudState.TERMINATED,
+}
+_NOT_FOUND = "InvalidInstanceID.NotFound"
+_THROTTLING_CODES = (
+    "RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled",
+    "Client.RequestLimitExceeded",
+)  # fmt: skip
+_CAPACITY_CODES = (
+    "InsufficientInstanceCapacity", "InstanceLimitExceeded", "VcpuLimitExceeded",
+    "InsufficientCapacity", "MaxSpotInstanceCountExceeded",
+)  # fmt: skip
+_CONFIGURATION_CODES = (
+    "InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidSubnetID.NotFound",
+    "InvalidGroup.NotFound", "InvalidKeyPair.NotFound", "InvalidParameterValue",
+    "InvalidParameterCombination", "UnauthorizedOperation", "AuthFailure", "Unsupported",
+)  # fmt: skip
+_ERRORS_BY_CODE: dict[str, type[CloudProviderError]] = {
+    **dict.fromkeys(_THROTTLING_CODES, CloudThrottlingError),
+    **dict.fromkeys(_CAPACITY_CODES, CloudCapacityError),
+    **dict.fromkeys(_CONFIGURATION_CODES, CloudConfigurationError),
+}
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turn a botocore ClientError into the domain error for its code (never its message)."""
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = error.get("Code") or "Unknown"
+        error_class = _ERRORS_BY_CODE.get(code, CloudProviderError)
+        message = f"EC2 {action} failed ({code}): {error.get('Message') or 'no message'}"
+        raise error_class(message, cloud_code=code) from exc
+
+
+def _client_token(record_id: str) -> str:
+    # EC2 accepts at most 64 ASCII characters; a sha256 hex digest is exactly 64.
+    if len(record_id) <= 64 and record_id.isascii():
+        return record_id
+    return hashlib.sha256(record_id.encode()).hexdigest()[:64]
+
+
+def default_client_factory() -> Callable[[str], Any]:
+    """A factory building one EC2 client per region on first use, then reusing it."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 3})
+    clients: dict[str, Any] = {}
+
+    def client_for(region: str) -> Any:
+        if region not in clients:
+            clients[region] = boto3.client("ec2", region_name=region, config=config)
+        return clients[region]
+
+    return client_for
+
+
+class Ec2Provider:
+    name = "aws"
+
+    def __init__(self, settings: Ec2Settings, client_factory: Callable[[str], Any]) -> None:
+        self._settings = settings
+        self._client_for = client_factory
+
+    def launch(self, request: LaunchRequest) -> CloudInstanceView:
+        if not self._settings.ami_id:
+            raise CloudConfigurationError("EC2_AMI_ID is not set; cannot launch on AWS")
+        # The tag lookup makes a retried launch safe even after the ClientToken has expired.
+        existing = self.find_for_record(request.record_id, request.region)
+        if existing is not None:
+            return existing
+        tags = {
+            MANAGED_TAG: "true",
+            RECORD_ID_TAG: request.record_id,
+            USER_ID_TAG: request.user_id,
+            "Name": f"instance-provisioner-{request.record_id}",
+        }
+        if request.task_id:
+            tags[TASK_ID_TAG] = request.task_id
+        tag_list = [{"Key": key, "Value": value} for key, value in tags.items()]
+        params: dict[str, Any] = {
+            "ImageId": self._settings.ami_id,
+            "InstanceType": request.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "ClientToken": _client_token(request.record_id),
+            "MetadataOptions": {"HttpTokens": "required"},
+            "TagSpecifications": [
+                {"ResourceType": kind, "Tags": tag_list} for kind in ("instance", "volume")
+            ],
+        }
+        if self._settings.subnet_id:
+            params["SubnetId"] = self._settings.subnet_id
+        if self._settings.security_group_ids:
+            params["SecurityGroupIds"] = list(self._settings.security_group_ids)
+        if self._settings.key_name:
+            params["KeyName"] = self._settings.key_name
+        client = self._client_for(request.region)
+        with _translated("RunInstances"):
+            instance = client.run_instances(**params)["Instances"][0]
+        return self._view(client, instance)
+
+    def describe(self, resource_id: str, region: str) -> CloudInstanceView:
+        client = self._client_for(region)
+        try:
+            with _translated("DescribeInstances"):
+                reservations = client.describe_instances(InstanceIds=[resource_id])["Reservations"]
+        except CloudProviderError as exc:
+            if exc.cloud_code != _NOT_FOUND:
+                raise
+            reservations = []
+        instances = [i for r in reservations for i in r.get("Instances", [])]
+        if not instances:
+            return CloudInstanceView(resource_id=resource_id, state=CloudState.TERMINATED)
+        return self._view(client, instances[0])
+
+    def find_for_record(self, record_id: str, region: str) -> CloudInstanceView | None:
+        client = self._client_for(region)
+        filters = [
+            {"Name": f"tag:{RECORD_ID_TAG}", "Values": [record_id]},
+            {"Name": "instance-state-name", "Values": _LIVE_STATES},
+        ]
+        with _translated("DescribeInstances"):
+            reservations = client.describe_instances(Filters=filters)["Reservations"]
+        instances = [i for r in reservations for i in r.get("Instances", [])]
+        return self._view(client, instances[0]) if instances else None
+
+    def terminate(self, resource_id: str, region: str) -> None:
+        try:
+            with _translated("TerminateInstances"):
+                self._client_for(region).terminate_instances(InstanceIds=[resource_id])
+        except CloudProviderError as exc:
+            if exc.cloud_code != _NOT_FOUND:
+                raise
+
+    def _view(self, client: Any, instance: dict[str, Any]) -> CloudInstanceView:
+        state = _STATES.get(instance["State"]["Name"], CloudState.PENDING)
+        # Status checks only mean something for a running machine; skip the call otherwise.
+        checks_passed = state is CloudState.RUNNING and self._checks_ok(
+            client, instance["InstanceId"]
+        )
+        reason = (instance.get("StateReason") or {}).get("Message")
+        return CloudInstanceView(
+            resource_id=instance["InstanceId"],
+            state=state,
+            checks_passed=checks_passed,
+            private_ip=instance.get("PrivateIpAddress"),
+            public_ip=instance.get("PublicIpAddress"),
+            detail={"stateReason": reason} if reason else {},
+        )
+
+    def _checks_ok(self, client: Any, instance_id: str) -> bool:
+        try:
+            with _translated("DescribeInstanceStatus"):
+                statuses = client.describe_instance_status(
+                    InstanceIds=[instance_id], IncludeAllInstances=True
+                )["InstanceStatuses"]
+        except CloudProviderError as exc:
+            # The status API lags DescribeInstances; an instance it does not know yet is unchecked.
+            if exc.cloud_code != _NOT_FOUND:
+                raise
+            return False
+        return any(
+            s.get("InstanceStatus", {}).get("Status") == "ok"
+            and s.get("SystemStatus", {}).get("Status") == "ok"
+            for s in statuses
+        )

@@ -1,0 +1,237 @@
+"""Use cases behind the API: provision, read, list, stop, report activity, and stats."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+from chalicelib.domain.catalog import Catalog
+from chalicelib.domain.errors import (
+    ConcurrentUpdateError,
+    InstanceNotFoundError,
+    InvalidTransitionError,
+    ValidationError,
+)
+from chalicelib.domain.identity import Caller
+from chalicelib.domain.instance import Instance, StatusChange
+from chalicelib.domain.states import InstanceStatus
+from chalicelib.persistence.repository import InstanceRepository, ListQuery, Page
+from chalicelib.services.lifecycle import Lifecycle
+from chalicelib.services.ports import WorkflowStarter
+
+logger = logging.getLogger(__name__)
+
+ID_PREFIX = "inst-"
+
+
+def new_instance_id() -> str:
+    return ID_PREFIX + uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class ProvisionRequest:
+    instance_type: str
+    provider: str | None = None
+    region: str | None = None
+    task_id: str | None = None
+    idle_timeout_minutes: int = 30
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowTiming:
+    """Execution input for the lifecycle workflow (tests pass 0 seconds between checks)."""
+
+    poll_seconds: int
+    max_checks: int
+
+
+class WorkflowStartError(Exception):
+    """The lifecycle workflow could not be started; the record was marked ERROR."""
+
+
+class InstanceService:
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        catalog: Catalog,
+        workflow: WorkflowStarter,
+        timing: WorkflowTiming,
+    ) -> None:
+        self.lifecycle = lifecycle
+        self.repository: InstanceRepository = lifecycle.repository
+        self.catalog = catalog
+        self.workflow = workflow
+        self.timing = timing
+        self.clock = lifecycle.clock
+
+    # -- provision ------------------------------------------------------------------
+
+    def provision(self, caller: Caller, request: ProvisionRequest) -> Instance:
+        instance_type = self.catalog.find(request.instance_type, request.provider)
+        provider_name = instance_type.provider
+        self.lifecycle.providers.get(provider_name)  # refuses an unconfigured provider early
+        region = self.lifecycle.providers.region_for(provider_name)
+        if request.region is not None and request.region != region:
+            raise ValidationError(
+                f"Region {request.region!r} is not served for provider {provider_name}; "
+                f"this deployment provisions in {region!r}.",
+                fields=[{"field": "region", "allowed": region}],
+            )
+        now = self.clock()
+        instance = Instance(
+            id=new_instance_id(),
+            user_id=caller.user_id,
+            task_id=request.task_id,
+            provider=provider_name,
+            region=region,
+            instance_type=instance_type.name,
+            gpu_model=instance_type.gpu_model,
+            gpu_count=instance_type.gpu_count,
+            hourly_usd=instance_type.hourly_usd,
+            billing_rule=instance_type.billing_rule,
+            idle_timeout_minutes=request.idle_timeout_minutes,
+            status=InstanceStatus.PROVISIONING,
+            created_at=now,
+            updated_at=now,
+            status_entered_at=now,
+            last_activity_at=now,
+            metadata=request.metadata or {},
+            status_history=(StatusChange(InstanceStatus.PROVISIONING, now),),
+        )
+        stored = self.repository.add(instance)
+        self.lifecycle.announce(stored)
+        try:
+            execution_id = self.workflow.start(
+                stored.id,
+                {
+                    "instanceId": stored.id,
+                    "pollSeconds": self.timing.poll_seconds,
+                    "maxChecks": self.timing.max_checks,
+                },
+            )
+        except Exception as error:
+            logger.exception("could not start the lifecycle workflow for %s", stored.id)
+            self.lifecycle.fail(stored, "workflow_start_failed")
+            raise WorkflowStartError(str(error)) from error
+        return self._update(stored, execution_id=execution_id)
+
+    # -- read -----------------------------------------------------------------------
+
+    def get(self, caller: Caller, instance_id: str) -> Instance:
+        instance = self.repository.get(instance_id)
+        if instance is None or not caller.may_see(instance.user_id):
+            # Someone else's instance answers exactly like a missing one.
+            raise InstanceNotFoundError(f"No instance with id {instance_id!r}.")
+        return instance
+
+    def list(
+        self,
+        caller: Caller,
+        status: InstanceStatus | None,
+        task_id: str | None,
+        limit: int,
+        cursor: str | None,
+        user_id: str | None = None,
+    ) -> Page:
+        owner = caller.user_id
+        if caller.is_admin:
+            owner = user_id  # operators see everyone unless they narrow to one user
+        elif user_id is not None and user_id != caller.user_id:
+            raise ValidationError(
+                "Only operators may list another user's instances; omit userId.",
+                fields=[{"field": "userId", "allowed": caller.user_id}],
+            )
+        return self.repository.list(
+            ListQuery(user_id=owner, status=status, task_id=task_id, limit=limit, cursor=cursor)
+        )
+
+    # -- stop -----------------------------------------------------------------------
+
+    def terminate(self, caller: Caller, instance_id: str) -> Instance:
+        instance = self.get(caller, instance_id)
+        if instance.status.is_terminal or instance.status is InstanceStatus.STOPPING:
+            return instance  # a repeated DELETE changes nothing
+        try:
+            return self.lifecycle.begin_termination(instance, "user_request")
+        except ConcurrentUpdateError:
+            # Raced by the workflow or the reaper: stop the record as it is now.
+            return self.terminate(caller, instance_id)
+
+    # -- activity -------------------------------------------------------------------
+
+    def report_activity(self, caller: Caller, instance_id: str, state: str) -> Instance:
+        instance = self.get(caller, instance_id)
+        target = InstanceStatus.RUNNING if state == "running" else InstanceStatus.READY
+        if instance.status not in (InstanceStatus.READY, InstanceStatus.RUNNING):
+            raise InvalidTransitionError(
+                f"Activity can be reported only for a READY or RUNNING instance; "
+                f"this one is {instance.status}."
+            )
+        try:
+            if instance.status is target:
+                # A heartbeat: same state, the idle clock starts again.
+                return self._update(instance.with_activity(self.clock()))
+            return self.lifecycle.move(instance, target, f"activity:{state}")
+        except ConcurrentUpdateError:
+            return self.report_activity(caller, instance_id, state)
+
+    # -- stats ----------------------------------------------------------------------
+
+    def stats(self, caller: Caller) -> dict[str, Any]:
+        now = self.clock()
+        by_status: Counter[str] = Counter({s.value: 0 for s in InstanceStatus})
+        by_provider: Counter[str] = Counter({p: 0 for p in self.catalog.providers})
+        live = 0
+        burn_rate = Decimal("0")
+        total_cost = Decimal("0")
+        always_on_cost = Decimal("0")
+        period_start = None
+        instances = list(
+            self.repository.all_for_stats(None if caller.is_admin else caller.user_id)
+        )
+        for instance in instances:
+            by_status[instance.status.value] += 1
+            by_provider[instance.provider] += 1
+            total_cost += instance.cost_at(now)
+            if instance.status.is_live:
+                live += 1
+            if instance.is_billing:
+                burn_rate += instance.hourly_usd
+            launched = instance.launched_at
+            if launched is not None and (period_start is None or launched < period_start):
+                period_start = launched
+        if period_start is not None:
+            hours = Decimal(max(0, int((now - period_start).total_seconds()))) / Decimal(3600)
+            always_on_cost = sum(
+                (i.hourly_usd * hours for i in instances if i.launched_at is not None),
+                Decimal("0"),
+            ).quantize(Decimal("0.000001"))
+        saving = always_on_cost - total_cost
+        return {
+            "byStatus": dict(by_status),
+            "byProvider": dict(by_provider),
+            "total": len(instances),
+            "live": live,
+            "burnRateUsdPerHour": str(burn_rate),
+            "totalCostUsd": str(total_cost),
+            "alwaysOnCostUsd": str(always_on_cost),
+            "savingUsd": str(max(saving, Decimal("0")).quantize(Decimal("0.000001"))),
+            "savingPercent": (
+                str((saving / always_on_cost * 100).quantize(Decimal("0.1")))
+                if always_on_cost > 0 else None
+            ),
+            "periodStart": period_start,
+            "computedAt": now,
+        }
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _update(self, instance: Instance, **changes: Any) -> Instance:
+        updated = replace(instance, updated_at=self.clock(), **changes)
+        return self.repository.save(updated, expected_status=instance.status)
+

@@ -1,0 +1,185 @@
+"""In-process AWS for the local run and the tests: moto with its Step Functions interpreter
+executing the very ASL document the deployment uses, its Lambda invocations routed to the
+step handlers of app.py, and the table, bus and state machine created from our definitions."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import types
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from unittest import mock
+
+import boto3
+from moto import mock_aws
+from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+from moto.stepfunctions.parser.utils import TMP_THREADS
+
+from chalicelib.persistence.dynamodb import configure_instance_model, create_instance_table
+from chalicelib.settings import Ec2Settings, Settings
+from chalicelib.workflow.stepfunctions import TASK_FUNCTIONS, render_definition
+
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+APP_NAME = "instance-provisioner"
+STAGE = "local"
+STATE_MACHINE_NAME = f"{APP_NAME}-{STAGE}-lifecycle"
+MOTO_CONFIG = {
+    "stepfunctions": {"execute_state_machine": True},
+    "lambda": {"use_docker": False},
+}
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+def function_name(handler_name: str) -> str:
+    """Chalice names a deployed function <app>-<stage>-<name>; the emulation does the same."""
+    return f"{APP_NAME}-{STAGE}-{handler_name}"
+
+
+def function_arn(handler_name: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function_name(handler_name)}"
+
+
+@dataclass
+class LambdaRouter:
+    """Answers moto's Lambda Invoke with the in-process handler of the same name, the way
+    the Lambda runtime would: a JSON result, or FunctionError with errorType/errorMessage."""
+
+    handlers: dict[str, Callable[[dict, Any], Any]]
+    invocations: list[tuple[str, dict]] = field(default_factory=list)
+
+    def invoke(
+        self, backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any,
+        response_headers: dict[str, str],
+    ) -> bytes:
+        name = function_name.rsplit(":", 1)[-1].removeprefix(f"{APP_NAME}-{STAGE}-")
+        handler = self.handlers.get(name)
+        event = json.loads(body or "{}")
+        self.invocations.append((name, event))
+        if handler is None:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return _error_payload("ResourceNotFoundException", f"no handler {function_name}")
+        try:
+            result = handler(event, None)
+        except Exception as error:  # the Lambda runtime reports any exception this way
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return _error_payload(type(error).__name__, str(error))
+        return json.dumps(result, default=str).encode()
+
+
+def _error_payload(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorType": error_type, "errorMessage": message}).encode()
+
+
+def step_handlers() -> dict[str, Callable[[dict, Any], Any]]:
+    """The workflow's Task handlers, taken from app.py by the names the ASL binds."""
+    import app
+
+    return {name: getattr(app, name) for name in TASK_FUNCTIONS.values()}
+
+
+@dataclass
+class EmulatedAws:
+    settings: Settings
+    router: LambdaRouter
+    retry_waits: list[float]
+
+    def wait_for_workflows(self, timeout: float = 60.0) -> None:
+        """Block until every workflow execution started so far has finished (a join, not
+        a sleep: the executions run in moto's worker threads)."""
+        for thread in list(TMP_THREADS):
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+                if thread.is_alive():
+                    raise TimeoutError("a workflow execution did not finish in time")
+
+    def execution_status(self, execution_arn: str) -> str:
+        client = boto3.client("stepfunctions", region_name=REGION)
+        return client.describe_execution(executionArn=execution_arn)["status"]
+
+
+@contextmanager
+def emulated_aws(
+    poll_seconds: int = 0,
+    max_checks: int = 5,
+    instant_retries: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[EmulatedAws]:
+    """Start moto, create the service's AWS resources, and yield the matching settings.
+
+    instant_retries: moto's interpreter really sleeps between Retry attempts; tests record
+    the requested waits instead of spending them."""
+    retry_waits: list[float] = []
+    with ExitStack() as stack:
+        stack.enter_context(mock.patch.dict(os.environ, {**FAKE_CREDENTIALS, **(extra_env or {})}))
+        stack.enter_context(mock_aws(config=MOTO_CONFIG))
+        router = LambdaRouter(step_handlers())
+        stack.enter_context(
+            mock.patch.object(
+                LambdaSimpleBackend, "invoke",
+                lambda backend, *args: router.invoke(backend, *args),
+            )
+        )
+        if instant_retries:
+            stack.enter_context(
+                mock.patch.object(
+                    retrier_decl, "time", types.SimpleNamespace(sleep=retry_waits.append)
+                )
+            )
+        settings = provision_resources(poll_seconds, max_checks)
+        yield EmulatedAws(settings, router, retry_waits)
+        EmulatedAws(settings, router, retry_waits).wait_for_workflows(timeout=10)
+
+
+def provision_resources(poll_seconds: int, max_checks: int) -> Settings:
+    """Create table, bus and state machine, and pick an AMI and subnet for EC2."""
+    base = Settings.from_env(
+        {**os.environ, "STAGE": STAGE, "AWS_REGION": REGION}
+    )
+    configure_instance_model(base.table_name, REGION)
+    create_instance_table()
+    events = boto3.client("events", region_name=REGION)
+    events.create_event_bus(Name=base.event_bus_name)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    state_machine_arn = sfn.create_state_machine(
+        name=STATE_MACHINE_NAME,
+        definition=render_definition(
+            {placeholder: function_arn(name) for placeholder, name in TASK_FUNCTIONS.items()}
+        ),
+        roleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/{APP_NAME}-{STAGE}-lifecycle",
+        type="STANDARD",
+    )["stateMachineArn"]
+    ec2 = boto3.client("ec2", region_name=REGION)
+    image = ec2.describe_images(
+        Owners=["amazon"], Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}]
+    )["Images"][0]
+    subnet = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])[
+        "Subnets"
+    ][0]
+    group = ec2.describe_security_groups(GroupNames=["default"])["SecurityGroups"][0]
+    return Settings(
+        stage=STAGE,
+        region=REGION,
+        table_name=base.table_name,
+        event_bus_name=base.event_bus_name,
+        state_machine_arn=state_machine_arn,
+        ec2=Ec2Settings(
+            ami_id=image["ImageId"],
+            subnet_id=subnet["SubnetId"],
+            security_group_ids=(group["GroupId"],),
+        ),
+        policy=base.policy,
+        workflow_poll_seconds=poll_seconds,
+        workflow_max_checks=max_checks,
+    )

@@ -1,0 +1,275 @@
+"""Ec2Provider against moto's in-process EC2, and against stubbed error answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import moto.settings
+import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from chalicelib.providers.aws_ec2 import MANAGED_TAG, RECORD_ID_TAG, Ec2Provider
+from chalicelib.providers.base import (
+    CloudCapacityError,
+    CloudConfigurationError,
+    CloudProviderError,
+    CloudState,
+    CloudThrottlingError,
+    LaunchRequest,
+)
+from chalicelib.settings import Ec2Settings
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+def fake_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+
+@pytest.fixture
+def ec2() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("ec2", region_name=REGION)
+
+
+@pytest.fixture
+def settings(ec2: Any) -> Ec2Settings:
+    # moto ships ~1300 Amazon AMIs; a name filter keeps the answer (and the test) small.
+    images = ec2.describe_images(
+        Owners=["amazon"], Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}]
+    )
+    ami_id = images["Images"][0]["ImageId"]
+    subnet_id = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    return Ec2Settings(ami_id=ami_id, subnet_id=subnet_id)
+
+
+@pytest.fixture
+def provider(ec2: Any, settings: Ec2Settings) -> Ec2Provider:
+    return Ec2Provider(settings, lambda region: ec2)
+
+
+def launch_request(record_id: str = "rec-1", task_id: str | None = "task-9") -> LaunchRequest:
+    return LaunchRequest(
+        record_id=record_id,
+        user_id="user-7",
+        task_id=task_id,
+        instance_type="g5.xlarge",
+        region=REGION,
+    )
+
+
+def instance(ec2: Any, instance_id: str) -> dict[str, Any]:
+    return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+
+
+def tags_of(resource: dict[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in resource.get("Tags", [])}
+
+
+def test_launch_tags_the_instance_with_record_user_and_task(ec2: Any, provider: Ec2Provider):
+    view = provider.launch(launch_request())
+
+    assert view.resource_id.startswith("i-")
+    assert view.state in (CloudState.PENDING, CloudState.RUNNING)
+    assert tags_of(instance(ec2, view.resource_id)) == {
+        MANAGED_TAG: "true",
+        RECORD_ID_TAG: "rec-1",
+        "provisioner:user-id": "user-7",
+        "provisioner:task-id": "task-9",
+        "Name": "instance-provisioner-rec-1",
+    }
+
+
+def test_launch_tags_the_volumes_of_the_instance_too(ec2: Any, provider: Ec2Provider):
+    provider.launch(launch_request())
+
+    volumes = ec2.describe_volumes(Filters=[{"Name": f"tag:{RECORD_ID_TAG}", "Values": ["rec-1"]}])
+    assert len(volumes["Volumes"]) == 1
+
+
+def test_launch_without_a_task_leaves_the_task_tag_off(ec2: Any, provider: Ec2Provider):
+    view = provider.launch(launch_request(task_id=None))
+
+    assert "provisioner:task-id" not in tags_of(instance(ec2, view.resource_id))
+
+
+def test_launch_requires_imdsv2_and_sends_the_record_id_as_client_token(
+    ec2: Any, provider: Ec2Provider
+):
+    launched = instance(ec2, provider.launch(launch_request()).resource_id)
+
+    assert launched["MetadataOptions"]["HttpTokens"] == "required"
+    assert launched["ClientToken"] == "rec-1"
+
+
+def test_a_long_record_id_gives_a_64_character_client_token(ec2: Any, provider: Ec2Provider):
+    launched = instance(ec2, provider.launch(launch_request(record_id="r" * 100)).resource_id)
+
+    assert len(launched["ClientToken"]) == 64
+    assert launched["ClientToken"] != "r" * 64
+
+
+def test_launching_twice_for_the_same_record_returns_the_same_instance(
+    ec2: Any, provider: Ec2Provider
+):
+    first = provider.launch(launch_request())
+    second = provider.launch(launch_request())
+
+    assert second.resource_id == first.resource_id
+    tagged = ec2.describe_instances(Filters=[{"Name": f"tag:{RECORD_ID_TAG}", "Values": ["rec-1"]}])
+    assert sum(len(r["Instances"]) for r in tagged["Reservations"]) == 1
+
+
+def test_describe_of_a_running_instance_reports_running_passed_checks_and_ips(
+    provider: Ec2Provider,
+):
+    # moto answers RunInstances with "pending" and every later describe with "running",
+    # and reports both status checks "ok" for a running instance.
+    launched = provider.launch(launch_request())
+
+    view = provider.describe(launched.resource_id, REGION)
+
+    assert view.state is CloudState.RUNNING
+    assert view.checks_passed is True
+    assert view.private_ip
+    assert view.public_ip
+
+
+def test_describe_of_a_stopped_instance_reports_stopped_without_passed_checks(
+    ec2: Any, provider: Ec2Provider
+):
+    launched = provider.launch(launch_request())
+    ec2.stop_instances(InstanceIds=[launched.resource_id])
+
+    view = provider.describe(launched.resource_id, REGION)
+
+    assert view.state is CloudState.STOPPED
+    assert view.checks_passed is False
+
+
+def test_terminate_then_describe_reports_the_instance_terminated(provider: Ec2Provider):
+    launched = provider.launch(launch_request())
+
+    provider.terminate(launched.resource_id, REGION)
+    view = provider.describe(launched.resource_id, REGION)
+
+    assert view.state in (CloudState.TERMINATING, CloudState.TERMINATED)
+    assert view.checks_passed is False
+
+
+def test_find_for_record_ignores_a_terminated_instance(provider: Ec2Provider):
+    launched = provider.launch(launch_request())
+    provider.terminate(launched.resource_id, REGION)
+
+    assert provider.find_for_record("rec-1", REGION) is None
+
+
+def test_find_for_record_returns_the_live_instance_of_the_record(provider: Ec2Provider):
+    launched = provider.launch(launch_request())
+    provider.launch(launch_request(record_id="rec-2"))
+
+    found = provider.find_for_record("rec-1", REGION)
+
+    assert found is not None
+    assert found.resource_id == launched.resource_id
+
+
+def test_terminating_an_unknown_instance_is_not_an_error(provider: Ec2Provider):
+    provider.terminate("i-0123456789abcdef0", REGION)
+
+
+def test_describe_of_an_unknown_instance_reports_terminated(provider: Ec2Provider):
+    view = provider.describe("i-0123456789abcdef0", REGION)
+
+    assert view.state is CloudState.TERMINATED
+    assert view.resource_id == "i-0123456789abcdef0"
+
+
+def test_launch_without_an_ami_setting_raises_a_configuration_error_naming_ec2_ami_id(
+    ec2: Any,
+):
+    provider = Ec2Provider(Ec2Settings(ami_id=None), lambda region: ec2)
+
+    with pytest.raises(CloudConfigurationError, match="EC2_AMI_ID"):
+        provider.launch(launch_request())
+
+
+def test_launch_with_an_unknown_ami_raises_a_configuration_error_with_the_cloud_code(
+    ec2: Any, monkeypatch: pytest.MonkeyPatch
+):
+    # moto only checks the AMI exists when this setting is on.
+    monkeypatch.setattr(moto.settings, "ENABLE_AMI_VALIDATION", True)
+    provider = Ec2Provider(Ec2Settings(ami_id="ami-12345678"), lambda region: ec2)
+
+    with pytest.raises(CloudConfigurationError) as caught:
+        provider.launch(launch_request())
+
+    assert caught.value.cloud_code == "InvalidAMIID.NotFound"
+    assert "ami-12345678" in str(caught.value)
+    assert "InvalidAMIID.NotFound" in str(caught.value)
+
+
+@pytest.fixture
+def stubbed() -> Iterator[tuple[Ec2Provider, Stubber]]:
+    client = boto3.client("ec2", region_name=REGION)
+    with Stubber(client) as stubber:
+        yield Ec2Provider(Ec2Settings(ami_id="ami-12345678"), lambda region: client), stubber
+        stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("code", "error_class"),
+    [
+        ("RequestLimitExceeded", CloudThrottlingError),
+        ("InsufficientInstanceCapacity", CloudCapacityError),
+        ("VcpuLimitExceeded", CloudCapacityError),
+        ("UnauthorizedOperation", CloudConfigurationError),
+    ],
+)
+def test_a_refused_run_instances_raises_the_domain_error_of_its_code(
+    stubbed: tuple[Ec2Provider, Stubber], code: str, error_class: type[CloudProviderError]
+):
+    provider, stubber = stubbed
+    stubber.add_response("describe_instances", {"Reservations": []})
+    stubber.add_client_error("run_instances", service_error_code=code, service_message="no")
+
+    with pytest.raises(error_class) as caught:
+        provider.launch(launch_request())
+
+    assert caught.value.cloud_code == code
+    assert code in str(caught.value)
+
+
+def test_a_throttled_describe_raises_a_throttling_error(stubbed: tuple[Ec2Provider, Stubber]):
+    provider, stubber = stubbed
+    stubber.add_client_error(
+        "describe_instances", service_error_code="RequestLimitExceeded", http_status_code=503
+    )
+
+    with pytest.raises(CloudThrottlingError) as caught:
+        provider.describe("i-0123456789abcdef0", REGION)
+
+    assert caught.value.cloud_code == "RequestLimitExceeded"
+
+
+def test_an_unknown_error_code_raises_the_base_provider_error_keeping_the_code(
+    stubbed: tuple[Ec2Provider, Stubber],
+):
+    provider, stubber = stubbed
+    stubber.add_client_error(
+        "terminate_instances", service_error_code="InternalError", http_status_code=500
+    )
+
+    with pytest.raises(CloudProviderError) as caught:
+        provider.terminate("i-0123456789abcdef0", REGION)
+
+    assert type(caught.value) is CloudProviderError
+    assert caught.value.cloud_code == "InternalError"
+    assert isinstance(caught.value.__cause__, ClientError)
