@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 from chalice.test import Client
 
 from chalicelib import bootstrap
@@ -34,14 +36,85 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+class CloudFaults:
+    """Makes chosen AWS calls fail the way AWS fails them: the real boto3 client is built,
+    and a botocore before-call hook answers with an error response (parsed into ClientError
+    by botocore itself), so every layer above the SDK runs for real."""
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, str], list[str]] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    def fail(self, service: str, operation: str, code: str, times: int = 1) -> None:
+        self.pending.setdefault((service, operation), []).extend([code] * times)
+
+    def client(self, service: str, region: str) -> Any:
+        client = boto3.client(service, region_name=region)
+        client.meta.events.register("before-call", self._before_call)
+        return client
+
+    def _before_call(self, model: Any, **_: Any) -> Any:
+        service = model.service_model.service_name
+        key = (service, model.name)
+        self.calls.append(key)
+        codes = self.pending.get(key)
+        if not codes:
+            return None
+        code = codes.pop(0)
+        response = AWSResponse("https://emulated", 400, {}, None)
+        return response, {
+            "Error": {"Code": code, "Message": f"injected {code}"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        }
+
+
 @pytest.fixture
-def aws(clock: FakeClock) -> Iterator[EmulatedAws]:
+def faults() -> CloudFaults:
+    return CloudFaults()
+
+
+@pytest.fixture
+def aws(clock: FakeClock, faults: CloudFaults) -> Iterator[EmulatedAws]:
     with emulated_aws() as emulation:
-        bootstrap.use(Container(settings=emulation.settings, clock=clock))
+        bootstrap.use(Container(settings=emulation.settings, clock=clock, aws_client=faults.client))
         try:
             yield emulation
         finally:
             bootstrap.use(None)
+
+
+@pytest.fixture
+def lifecycle_events(aws: EmulatedAws) -> Callable[[], list[dict]]:
+    """The lifecycle events put on the bus, read back through a rule and an SQS queue."""
+    sqs = boto3.client("sqs", region_name=aws.settings.region)
+    events = boto3.client("events", region_name=aws.settings.region)
+    queue_url = sqs.create_queue(QueueName="lifecycle-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    bus = aws.settings.event_bus_name
+    events.put_rule(
+        Name="all-lifecycle-events",
+        EventBusName=bus,
+        EventPattern=json.dumps({"source": ["instance-provisioner"]}),
+    )
+    events.put_targets(
+        Rule="all-lifecycle-events", EventBusName=bus, Targets=[{"Id": "q", "Arn": queue_arn}]
+    )
+    received: list[dict] = []
+
+    def read() -> list[dict]:
+        while True:
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            )
+            if not messages:
+                return received
+            for message in messages:
+                received.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    return read
 
 
 class Api:
@@ -66,6 +139,18 @@ class Api:
         response = getattr(self.client.http, method.lower())(path, **kwargs)
         parsed = json.loads(response.body) if response.body else None
         return response.status_code, parsed, dict(response.headers)
+
+    def get(self, instance_id: str, user: str = "alice") -> dict:
+        status, instance, _ = self.call("GET", f"/api/instances/{instance_id}", user=user)
+        assert status == 200, instance
+        return instance
+
+    def tick(self) -> dict:
+        """Run the scheduled `reaper` function as EventBridge would."""
+        event = self.client.events.generate_cw_event(
+            source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+        )
+        return self.client.lambda_.invoke("reaper", event).payload
 
     def provision(self, user: str = "alice", **body: Any) -> dict:
         status, instance, _ = self.call(
