@@ -43,10 +43,15 @@ class CloudFaults:
 
     def __init__(self) -> None:
         self.pending: dict[tuple[str, str], list[str]] = {}
+        self.answers: dict[tuple[str, str], dict] = {}
         self.calls: list[tuple[str, str]] = []
 
     def fail(self, service: str, operation: str, code: str, times: int = 1) -> None:
         self.pending.setdefault((service, operation), []).extend([code] * times)
+
+    def answer(self, service: str, operation: str, parsed: dict) -> None:
+        """Answer every `operation` call with `parsed` as a success, without running it."""
+        self.answers[(service, operation)] = parsed
 
     def client(self, service: str, region: str) -> Any:
         client = boto3.client(service, region_name=region)
@@ -57,6 +62,8 @@ class CloudFaults:
         service = model.service_model.service_name
         key = (service, model.name)
         self.calls.append(key)
+        if key in self.answers:
+            return AWSResponse("https://emulated", 200, {}, None), self.answers[key]
         codes = self.pending.get(key)
         if not codes:
             return None
