@@ -19,12 +19,17 @@ from chalicelib.api.requests import (
     ProvisionBody,
 )
 from chalicelib.bootstrap import Container
-from chalicelib.domain.errors import InstanceNotFoundError, ValidationError
+from chalicelib.domain.errors import (
+    InstanceNotFoundError,
+    PayloadTooLargeError,
+    ValidationError,
+)
 from chalicelib.domain.identity import Caller
 from chalicelib.services.instances import ProvisionRequest
 from chalicelib.services.views import instance_view, iso
 
 _INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
+MAX_BODY_BYTES = 64 * 1024
 
 
 class Endpoints:
@@ -91,8 +96,19 @@ class Endpoints:
                 fields=[{"field": name, "problem": "unknown"} for name in request.query_params],
             )
         stats = self.container.instances.stats(caller)
-        return {**stats, "periodStart": iso(stats["periodStart"]),
-                "computedAt": iso(stats["computedAt"])}
+        return {
+            "byStatus": stats.by_status,
+            "byProvider": stats.by_provider,
+            "total": stats.total,
+            "live": stats.live,
+            "burnRateUsdPerHour": str(stats.burn_rate_per_hour),
+            "totalCostUsd": str(stats.total_cost),
+            "alwaysOnCostUsd": str(stats.always_on_cost),
+            "savingUsd": str(stats.saving),
+            "savingPercent": None if stats.saving_percent is None else str(stats.saving_percent),
+            "periodStart": iso(stats.period_start),
+            "computedAt": iso(self.container.clock()),
+        }
 
     # -- helpers --------------------------------------------------------------------
 
@@ -118,10 +134,16 @@ def _json_body(request: Request) -> Any:
     raw = request.raw_body
     if not raw:
         raise ValidationError("The request needs a JSON object body.")
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLargeError(
+            f"The body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted."
+        )
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise ValidationError(f"The body is not valid JSON: {error}.") from None
+    except RecursionError:
+        raise ValidationError("The body is nested too deeply to be read.") from None
 
 
 def _parse(model: type[pydantic.BaseModel], data: Any, what: str) -> Any:

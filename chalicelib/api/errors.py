@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (domain.ValidationError, 400),
     (domain.AuthenticationError, 401),
+    (domain.PayloadTooLargeError, 413),
     (domain.InstanceNotFoundError, 404),
     (domain.InvalidTransitionError, 409),
     (domain.ConcurrentUpdateError, 409),

@@ -19,6 +19,10 @@ class ValidationError(DomainError):
         self.fields = fields or []
 
 
+class PayloadTooLargeError(DomainError):
+    code = "payload_too_large"
+
+
 class UnknownInstanceTypeError(ValidationError):
     code = "unknown_instance_type"
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter
 from dataclasses import dataclass, replace
-from decimal import Decimal
 from typing import Any
 
 from chalicelib.domain.catalog import Catalog
@@ -19,6 +17,7 @@ from chalicelib.domain.errors import (
 from chalicelib.domain.identity import Caller
 from chalicelib.domain.instance import Instance, StatusChange
 from chalicelib.domain.states import InstanceStatus
+from chalicelib.domain.stats import FleetStats, summarize
 from chalicelib.persistence.repository import InstanceRepository, ListQuery, Page
 from chalicelib.services.lifecycle import Lifecycle
 from chalicelib.services.ports import WorkflowStarter
@@ -182,52 +181,9 @@ class InstanceService:
 
     # -- stats ----------------------------------------------------------------------
 
-    def stats(self, caller: Caller) -> dict[str, Any]:
-        now = self.clock()
-        by_status: Counter[str] = Counter({s.value: 0 for s in InstanceStatus})
-        by_provider: Counter[str] = Counter({p: 0 for p in self.catalog.providers})
-        live = 0
-        burn_rate = Decimal("0")
-        total_cost = Decimal("0")
-        always_on_cost = Decimal("0")
-        period_start = None
-        instances = list(
-            self.repository.all_for_stats(None if caller.is_admin else caller.user_id)
-        )
-        for instance in instances:
-            by_status[instance.status.value] += 1
-            by_provider[instance.provider] += 1
-            total_cost += instance.cost_at(now)
-            if instance.status.is_live:
-                live += 1
-            if instance.is_billing:
-                burn_rate += instance.hourly_usd
-            launched = instance.launched_at
-            if launched is not None and (period_start is None or launched < period_start):
-                period_start = launched
-        if period_start is not None:
-            hours = Decimal(max(0, int((now - period_start).total_seconds()))) / Decimal(3600)
-            always_on_cost = sum(
-                (i.hourly_usd * hours for i in instances if i.launched_at is not None),
-                Decimal("0"),
-            ).quantize(Decimal("0.000001"))
-        saving = always_on_cost - total_cost
-        return {
-            "byStatus": dict(by_status),
-            "byProvider": dict(by_provider),
-            "total": len(instances),
-            "live": live,
-            "burnRateUsdPerHour": str(burn_rate),
-            "totalCostUsd": str(total_cost),
-            "alwaysOnCostUsd": str(always_on_cost),
-            "savingUsd": str(max(saving, Decimal("0")).quantize(Decimal("0.000001"))),
-            "savingPercent": (
-                str((saving / always_on_cost * 100).quantize(Decimal("0.1")))
-                if always_on_cost > 0 else None
-            ),
-            "periodStart": period_start,
-            "computedAt": now,
-        }
+    def stats(self, caller: Caller) -> FleetStats:
+        instances = self.repository.all_for_stats(None if caller.is_admin else caller.user_id)
+        return summarize(instances, self.clock(), self.catalog.providers)
 
     # -- helpers --------------------------------------------------------------------
 
