@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -152,32 +153,32 @@ class InstanceService:
     # -- stop -----------------------------------------------------------------------
 
     def terminate(self, caller: Caller, instance_id: str) -> Instance:
-        instance = self.get(caller, instance_id)
-        if instance.status.is_terminal or instance.status is InstanceStatus.STOPPING:
-            return instance  # a repeated DELETE changes nothing
-        try:
+        def stop() -> Instance:
+            instance = self.get(caller, instance_id)
+            if instance.status.is_terminal or instance.status is InstanceStatus.STOPPING:
+                return instance  # a repeated DELETE changes nothing
             return self.lifecycle.begin_termination(instance, "user_request")
-        except ConcurrentUpdateError:
-            # Raced by the workflow or the reaper: stop the record as it is now.
-            return self.terminate(caller, instance_id)
+
+        return _retry_on_race(stop)
 
     # -- activity -------------------------------------------------------------------
 
     def report_activity(self, caller: Caller, instance_id: str, state: str) -> Instance:
-        instance = self.get(caller, instance_id)
         target = InstanceStatus.RUNNING if state == "running" else InstanceStatus.READY
-        if instance.status not in (InstanceStatus.READY, InstanceStatus.RUNNING):
-            raise InvalidTransitionError(
-                f"Activity can be reported only for a READY or RUNNING instance; "
-                f"this one is {instance.status}."
-            )
-        try:
+
+        def report() -> Instance:
+            instance = self.get(caller, instance_id)
+            if instance.status not in (InstanceStatus.READY, InstanceStatus.RUNNING):
+                raise InvalidTransitionError(
+                    f"Activity can be reported only for a READY or RUNNING instance; "
+                    f"this one is {instance.status}."
+                )
             if instance.status is target:
                 # A heartbeat: same state, the idle clock starts again.
                 return self._update(instance.with_activity(self.clock()))
             return self.lifecycle.move(instance, target, f"activity:{state}")
-        except ConcurrentUpdateError:
-            return self.report_activity(caller, instance_id, state)
+
+        return _retry_on_race(report)
 
     # -- stats ----------------------------------------------------------------------
 
@@ -191,3 +192,17 @@ class InstanceService:
         updated = replace(instance, updated_at=self.clock(), **changes)
         return self.repository.save(updated, expected_status=instance.status)
 
+
+
+RACE_ATTEMPTS = 3
+
+
+def _retry_on_race(action: Callable[[], Instance]) -> Instance:
+    """Run a read-decide-write action again when another writer (the workflow, the reaper)
+    changed the record in between; each attempt re-reads, so it decides on fresh state."""
+    for _ in range(RACE_ATTEMPTS - 1):
+        try:
+            return action()
+        except ConcurrentUpdateError:
+            continue
+    return action()

@@ -10,7 +10,7 @@ from chalicelib.domain.events import DETAIL_TYPE_BY_STATUS
 from chalicelib.domain.instance import Instance
 from chalicelib.domain.states import InstanceStatus
 from chalicelib.persistence.repository import InstanceRepository
-from chalicelib.providers.base import CloudState
+from chalicelib.providers.base import CloudProviderError, CloudState
 from chalicelib.services.ports import Clock, EventPublisher, ProviderRegistry
 from chalicelib.services.views import instance_view
 
@@ -71,7 +71,12 @@ class Lifecycle:
     def begin_termination(self, instance: Instance, reason: str) -> Instance:
         """Live -> STOPPING, then ask the cloud to delete the machine (billing ends there)."""
         stopping = self.move(instance, InstanceStatus.STOPPING, reason)
-        released = self.release_cloud_resources(stopping)
+        try:
+            released = self.release_cloud_resources(stopping)
+        except CloudProviderError:
+            # The stop is recorded; the reaper asks the cloud again on its next tick.
+            logger.exception("terminate request for %s failed; the reaper retries", instance.id)
+            return stopping
         if released == stopping:
             return stopping
         return self.repository.save(released, expected_status=InstanceStatus.STOPPING)

@@ -178,3 +178,24 @@ def test_stats_report_counts_burn_rate_cost_and_saving(api, aws, clock):
     assert stats["alwaysOnCostUsd"] == "7.172000"
     assert stats["savingUsd"] == "3.060000"
     assert kept["id"] != stopped["id"]
+
+
+def test_stop_accepted_while_the_cloud_throttles_is_finished_by_the_reaper(
+    api, aws, clock, faults
+):
+    instance = ready_instance(api, aws)
+    faults.fail("ec2", "TerminateInstances", "RequestLimitExceeded")
+    clock.advance(minutes=2)
+
+    status, stopping, _ = api.call("DELETE", f"/api/instances/{instance['id']}")
+    assert (status, stopping["status"]) == (202, "STOPPING")
+    assert stopping["billing"]["endedAt"] is None  # the cloud has not accepted it yet
+    assert ec2_state(instance["cloudResourceId"]) == "running"
+
+    clock.advance(minutes=1)
+    api.tick()
+
+    terminated = api.get(instance["id"])
+    assert terminated["status"] == "TERMINATED"
+    assert ec2_state(instance["cloudResourceId"]) == "terminated"
+    assert terminated["costUsd"] == "0.026300"  # billed until the cloud accepted: 180 s
