@@ -52,7 +52,8 @@ def main() -> None:
                     client.http.get(f"/api/instances/{instance_id}", headers=headers).body
                 )
                 assert record["status"] == "READY", record["status"]
-                to_ready.append((parse(record["readyAt"]) - parse(record["createdAt"])).total_seconds())
+                elapsed = parse(record["readyAt"]) - parse(record["createdAt"])
+                to_ready.append(elapsed.total_seconds())
     print(f"instances: {count}, Wait state seconds: {poll_seconds}")
     print(f"POST latency ms: median {statistics.median(post_ms):.1f}, max {max(post_ms):.1f}")
     print(

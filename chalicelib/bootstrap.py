@@ -135,6 +135,9 @@ class _LazyWorkflow:
     def __init__(self, container: Container) -> None:
         self._container = container
 
+    def execution_id(self, execution_name: str) -> str:
+        return self._container.workflow.execution_id(execution_name)
+
     def start(self, execution_name: str, execution_input: dict[str, Any]) -> str:
         return self._container.workflow.start(execution_name, execution_input)
 

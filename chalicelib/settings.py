@@ -10,6 +10,8 @@ from datetime import timedelta
 from chalicelib.domain.instance import LifecyclePolicy
 
 LOCAL_STAGE = "local"
+# A deployment that forgets STAGE must not trust local dev tokens: the default is prod.
+DEFAULT_STAGE = "prod"
 
 
 def _minutes(environ: Mapping[str, str], name: str, default: int) -> timedelta:
@@ -30,7 +32,7 @@ class Ec2Settings:
 
 @dataclass(frozen=True)
 class Settings:
-    stage: str = LOCAL_STAGE
+    stage: str = DEFAULT_STAGE
     region: str = "us-east-1"
     table_name: str = "instance-provisioner-instances"
     event_bus_name: str = "instance-provisioner"
@@ -51,7 +53,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         return cls(
-            stage=env.get("STAGE", LOCAL_STAGE),
+            stage=env.get("STAGE", DEFAULT_STAGE),
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             table_name=env.get("INSTANCES_TABLE_NAME", cls.table_name),
             event_bus_name=env.get("EVENT_BUS_NAME", cls.event_bus_name),

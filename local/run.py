@@ -46,8 +46,10 @@ def main() -> None:
     moto_port = int(os.environ.get("MOTO_PORT", "5000"))
     tick_seconds = float(os.environ.get("REAPER_INTERVAL_SECONDS", "60"))
     poll_seconds = int(os.environ.get("WORKFLOW_POLL_SECONDS", "1"))
+    max_checks = int(os.environ.get("WORKFLOW_MAX_CHECKS", "60"))
 
-    with emulated_aws(poll_seconds=poll_seconds, max_checks=60, instant_retries=False) as aws:
+    emulation = emulated_aws(poll_seconds, max_checks, instant_retries=False)
+    with emulation as aws:
         bootstrap.use(Container(settings=aws.settings))
         moto_server = ThreadedMotoServer(ip_address=HOST, port=moto_port, verbose=False)
         moto_server.start()

@@ -71,7 +71,7 @@ class Instance:
     # accepted the termination; a record with no launch is never charged.
     launched_at: datetime | None = None
     billing_ended_at: datetime | None = None
-    accrued_cost: Decimal = Decimal("0")
+    accrued_cost: Decimal = Decimal("0.000000")
     accrued_until: datetime | None = None
     ready_at: datetime | None = None
     terminated_at: datetime | None = None

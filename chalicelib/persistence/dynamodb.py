@@ -233,28 +233,45 @@ def _to_instance(model: InstanceModel) -> Instance:
 # -- cursors --------------------------------------------------------------------------
 
 
-def encode_cursor(last_evaluated_key: dict[str, Any] | None) -> str | None:
+def _filters_of(query: ListQuery) -> list[str | None]:
+    return [query.user_id, query.task_id, query.status.value if query.status else None]
+
+
+def encode_cursor(last_evaluated_key: dict[str, Any] | None, query: ListQuery) -> str | None:
+    """An opaque cursor: DynamoDB's start key, bound to the filters of the listing."""
     if not last_evaluated_key:
         return None
-    raw = json.dumps(last_evaluated_key, sort_keys=True, separators=(",", ":")).encode()
+    document = {"k": last_evaluated_key, "f": _filters_of(query)}
+    raw = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, expected_keys: set[str], hash_key: tuple[str, str] | None) -> dict:
-    """The DynamoDB start key hidden in an opaque cursor; ValidationError if it was not ours."""
+def decode_cursor(
+    query: ListQuery, expected_keys: set[str], hash_key: tuple[str, str] | None
+) -> dict:
+    """The DynamoDB start key hidden in an opaque cursor; ValidationError if it was not made
+    by this listing (same caller, same filters)."""
     invalid = ValidationError(
         "The cursor is not valid for this listing; pass back the nextCursor of the previous "
-        "page with the same filters, or omit it to start from the first page."
+        "page with the same filters, or omit it to start from the first page.",
+        fields=[{"field": "cursor", "problem": "not a cursor of this listing"}],
     )
+    assert query.cursor is not None
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        padded = query.cursor + "=" * (-len(query.cursor) % 4)
+        document = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise invalid from None
+    if not isinstance(document, dict) or set(document) != {"k", "f"}:
+        raise invalid
+    key = document["k"]
+    if document["f"] != _filters_of(query):
+        raise invalid
     if not isinstance(key, dict) or set(key) != expected_keys:
         raise invalid
-    if not all(isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str)
-               for v in key.values()):
+    if not all(
+        isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str) for v in key.values()
+    ):
         raise invalid
     # A cursor cannot be used to walk another user's (or another task's) partition.
     if hash_key is not None and key[hash_key[0]]["S"] != hash_key[1]:
@@ -303,20 +320,22 @@ class DynamoDbInstanceRepository:
         filters = []
         if query.status is not None:
             filters.append(InstanceModel.status == query.status.value)
-        if query.task_id is not None:
-            if query.user_id is not None:
-                filters.append(InstanceModel.user_id == query.user_id)
-            hash_key = ("task_id", query.task_id)
-            index: Any = InstanceModel.task_index
-            keys = {"id", "task_id", "created_at"}
-        elif query.user_id is not None:
+        if query.user_id is not None:
+            # A user's listing always walks their own partition, even with a task filter, so
+            # a cursor (DynamoDB's last evaluated key) can only ever name their own records.
+            if query.task_id is not None:
+                filters.append(InstanceModel.task_id == query.task_id)
             hash_key = ("user_id", query.user_id)
-            index = InstanceModel.user_index
+            index: Any = InstanceModel.user_index
             keys = {"id", "user_id", "created_at"}
+        elif query.task_id is not None:
+            hash_key = ("task_id", query.task_id)
+            index = InstanceModel.task_index
+            keys = {"id", "task_id", "created_at"}
         else:
             return self._scan(query, filters)
         condition = _and(filters)
-        start = decode_cursor(query.cursor, keys, hash_key) if query.cursor else None
+        start = decode_cursor(query, keys, hash_key) if query.cursor else None
         results = index.query(
             hash_key[1],
             filter_condition=condition,
@@ -325,16 +344,16 @@ class DynamoDbInstanceRepository:
             last_evaluated_key=start,
         )
         items = [_to_instance(m) for m in results]
-        return Page(items, encode_cursor(results.last_evaluated_key))
+        return Page(items, encode_cursor(results.last_evaluated_key, query))
 
     def _scan(self, query: ListQuery, filters: list) -> Page:
         # Only operators list across users; a scan is the honest tool for "everything".
-        start = decode_cursor(query.cursor, {"id"}, None) if query.cursor else None
+        start = decode_cursor(query, {"id"}, None) if query.cursor else None
         results = InstanceModel.scan(
             filter_condition=_and(filters), limit=query.limit, last_evaluated_key=start
         )
         items = [_to_instance(m) for m in results]
-        return Page(items, encode_cursor(results.last_evaluated_key))
+        return Page(items, encode_cursor(results.last_evaluated_key, query))
 
     def live(self, status: InstanceStatus) -> Iterator[Instance]:
         for model in InstanceModel.live_index.query(status.value):

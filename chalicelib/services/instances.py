@@ -11,6 +11,7 @@ from typing import Any
 from chalicelib.domain.catalog import Catalog
 from chalicelib.domain.errors import (
     ConcurrentUpdateError,
+    DomainError,
     InstanceNotFoundError,
     InvalidTransitionError,
     ValidationError,
@@ -50,8 +51,10 @@ class WorkflowTiming:
     max_checks: int
 
 
-class WorkflowStartError(Exception):
+class WorkflowStartError(DomainError):
     """The lifecycle workflow could not be started; the record was marked ERROR."""
+
+    code = "workflow_unavailable"
 
 
 class InstanceService:
@@ -103,10 +106,11 @@ class InstanceService:
             metadata=request.metadata or {},
             status_history=(StatusChange(InstanceStatus.PROVISIONING, now),),
         )
+        instance = replace(instance, execution_id=self.workflow.execution_id(instance.id))
         stored = self.repository.add(instance)
         self.lifecycle.announce(stored)
         try:
-            execution_id = self.workflow.start(
+            self.workflow.start(
                 stored.id,
                 {
                     "instanceId": stored.id,
@@ -115,10 +119,13 @@ class InstanceService:
                 },
             )
         except Exception as error:
+            # Nothing was launched (only the workflow launches): record the failure as is.
             logger.exception("could not start the lifecycle workflow for %s", stored.id)
-            self.lifecycle.fail(stored, "workflow_start_failed")
-            raise WorkflowStartError(str(error)) from error
-        return self._update(stored, execution_id=execution_id)
+            self.lifecycle.move(stored, InstanceStatus.ERROR, "workflow_start_failed")
+            raise WorkflowStartError(
+                "The instance could not be started now; it was recorded as ERROR. Try again."
+            ) from error
+        return stored
 
     # -- read -----------------------------------------------------------------------
 

@@ -18,6 +18,10 @@ class EventPublisher(Protocol):
 
 
 class WorkflowStarter(Protocol):
+    def execution_id(self, execution_name: str) -> str:
+        """The id (ARN) the execution called `execution_name` has once started."""
+        ...
+
     def start(self, execution_name: str, execution_input: dict[str, Any]) -> str:
         """Start the lifecycle workflow; returns the execution id (ARN)."""
         ...

@@ -43,10 +43,11 @@ class LifecycleSteps:
                 region=instance.region,
             )
         )
+        launched_at = instance.launched_at or self.clock()
         launched = replace(
             instance,
             cloud_resource_id=view.resource_id,
-            launched_at=instance.launched_at or self.clock(),
+            launched_at=launched_at,
             updated_at=self.clock(),
         )
         try:
@@ -57,7 +58,11 @@ class LifecycleSteps:
             if current.status is InstanceStatus.PROVISIONING:
                 raise  # an unrelated write raced us; Retry runs this step again (idempotent)
             released = self.lifecycle.release_cloud_resources(
-                replace(current, cloud_resource_id=view.resource_id)
+                replace(
+                    current,
+                    cloud_resource_id=view.resource_id,
+                    launched_at=current.launched_at or launched_at,
+                )
             )
             if released.status.is_live:
                 self.repository.save(released, expected_status=current.status)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.domain.instance import Instance
+from chalicelib.domain.states import IN_SERVICE_STATUSES
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -46,7 +47,9 @@ def instance_view(instance: Instance, now: datetime) -> dict[str, Any]:
         "accruedUntil": iso(instance.accrued_until),
         "autoTerminateMinutes": instance.idle_timeout_minutes,
         "lastActivityAt": iso(instance.last_activity_at),
-        "idleDeadline": iso(instance.idle_deadline()) if instance.status.is_live else None,
+        "idleDeadline": (
+            iso(instance.idle_deadline()) if instance.status in IN_SERVICE_STATUSES else None
+        ),
         "createdAt": iso(instance.created_at),
         "updatedAt": iso(instance.updated_at),
         "readyAt": iso(instance.ready_at),

@@ -34,6 +34,12 @@ class StepFunctionsWorkflowStarter:
         self._client = client
         self._state_machine_arn = state_machine_arn
 
+    def execution_id(self, execution_name: str) -> str:
+        """The ARN an execution of this name gets: known before it starts, so the record
+        can carry it from its first write."""
+        prefix, _, machine = self._state_machine_arn.rpartition(":stateMachine:")
+        return f"{prefix}:execution:{machine}:{execution_name}"
+
     def start(self, execution_name: str, execution_input: dict[str, Any]) -> str:
         response = self._client.start_execution(
             stateMachineArn=self._state_machine_arn,

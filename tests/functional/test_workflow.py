@@ -159,3 +159,17 @@ def test_failed_launch_announces_an_error_event(api, aws, faults, lifecycle_even
 
     types = [e["detail-type"] for e in lifecycle_events() if e["detail"]["id"] == instance["id"]]
     assert types == ["Instance Provisioning", "Instance Error"]
+
+
+def test_workflow_that_cannot_start_answers_503_and_records_the_failure(api, aws, faults):
+    faults.fail("stepfunctions", "StartExecution", "ServiceUnavailable")
+
+    status, body, _ = api.call("POST", "/api/instances", body={"instanceType": "g4dn.xlarge"})
+
+    assert status == 503
+    assert body["error"] == "workflow_unavailable"
+    _, listing, _ = api.call("GET", "/api/instances")
+    [record] = listing["items"]
+    assert record["status"] == "ERROR"
+    assert record["statusReason"] == "workflow_start_failed"
+    assert ec2_instances_for(record["id"]) == []

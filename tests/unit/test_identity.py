@@ -118,3 +118,10 @@ def test_an_authentication_failure_is_reported_as_unauthorized():
     with pytest.raises(AuthenticationError) as refused:
         caller_from({}, None, accepts_dev_tokens=False)
     assert refused.value.code == "unauthorized"
+
+
+def test_a_deployment_that_forgets_its_stage_does_not_trust_dev_tokens():
+    from chalicelib.settings import Settings
+
+    assert Settings.from_env({}).accepts_dev_tokens is False
+    assert Settings.from_env({"STAGE": "local"}).accepts_dev_tokens is True
