@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint bench clean
 
@@ -17,7 +18,7 @@ run: $(STAMP)
 	PORT=$(PORT) $(BIN)/python -m local.run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
