@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from chalicelib.domain.catalog import Catalog, load_catalog
+from chalicelib.domain.errors import ServiceNotConfiguredError
 from chalicelib.settings import Settings
 
 
@@ -91,7 +92,9 @@ class Container:
         from chalicelib.workflow.stepfunctions import StepFunctionsWorkflowStarter
 
         if not self.settings.state_machine_arn:
-            raise RuntimeError("LIFECYCLE_STATE_MACHINE_ARN is not set")
+            raise ServiceNotConfiguredError(
+                "Provisioning is unavailable: LIFECYCLE_STATE_MACHINE_ARN is not set."
+            )
         return StepFunctionsWorkflowStarter(
             self.aws_client("stepfunctions"), self.settings.state_machine_arn
         )

@@ -28,6 +28,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (domain.InvalidTransitionError, 409),
     (domain.ConcurrentUpdateError, 409),
     (domain.ProviderUnavailableError, 503),
+    (domain.ServiceNotConfiguredError, 503),
     (WorkflowStartError, 503),
     (CloudThrottlingError, 503),
     (CloudCapacityError, 503),

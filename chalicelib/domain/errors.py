@@ -53,3 +53,9 @@ class ProviderUnavailableError(DomainError):
     """The requested cloud provider is not configured in this deployment."""
 
     code = "provider_unavailable"
+
+
+class ServiceNotConfiguredError(DomainError):
+    """A setting this deployment needs for the request is missing."""
+
+    code = "not_configured"

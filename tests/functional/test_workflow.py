@@ -173,3 +173,19 @@ def test_workflow_that_cannot_start_answers_503_and_records_the_failure(api, aws
     assert record["status"] == "ERROR"
     assert record["statusReason"] == "workflow_start_failed"
     assert ec2_instances_for(record["id"]) == []
+
+
+def test_a_deployment_without_its_state_machine_refuses_to_provision_and_writes_nothing(
+    api, aws, clock
+):
+    from dataclasses import replace
+
+    from chalicelib.bootstrap import Container
+
+    bootstrap.use(Container(settings=replace(aws.settings, state_machine_arn=None), clock=clock))
+
+    status, body, _ = api.call("POST", "/api/instances", body={"instanceType": "g4dn.xlarge"})
+
+    assert (status, body["error"]) == (503, "not_configured")
+    assert "LIFECYCLE_STATE_MACHINE_ARN" in body["message"]
+    assert api.call("GET", "/api/instances")[1]["items"] == []
