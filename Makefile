@@ -5,8 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 TEST_WORKERS ?= 2
+STAGE ?= prod
+DIST ?= dist
+# Packaging and linting need no AWS account: a region and dummy credentials are enough, and
+# no profile of the machine's own AWS configuration is consulted.
+OFFLINE_AWS := env -u AWS_PROFILE AWS_DEFAULT_REGION=us-east-1 \
+	AWS_ACCESS_KEY_ID=packaging AWS_SECRET_ACCESS_KEY=packaging
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench package openapi fuzz clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +29,27 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# docs/openapi.json from the request and response models (a test fails if it is stale).
+openapi: $(STAMP)
+	$(BIN)/python -m local.write_openapi
+
+# A longer schemathesis search than `make test` runs (25 cases per operation there).
+FUZZ_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	SCHEMATHESIS_MAX_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \
+		tests/functional/test_api_contract.py --hypothesis-show-statistics
+
 bench: $(STAMP)
 	$(BIN)/python bench/provision_to_ready.py
 
+# $(DIST)/sam.json + deployment.zip for `aws cloudformation package/deploy` (docs/deploy.md).
+package: $(STAMP)
+	rm -rf $(DIST)
+	$(BIN)/python -m tools.render_merge_template --stage $(STAGE) \
+		--output $(DIST)/merge-template.json
+	$(OFFLINE_AWS) $(BIN)/chalice package --stage $(STAGE) \
+		--merge-template $(DIST)/merge-template.json $(DIST)
+	$(OFFLINE_AWS) $(BIN)/python -m tools.lint_template $(DIST)/sam.json
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(DIST) .chalice/deployments

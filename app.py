@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from chalice import Chalice, Rate
 
-from chalicelib import bootstrap
+from chalicelib import bootstrap, metrics
+from chalicelib.api.contract import OPERATIONS, allowed_methods, chalice_route
 from chalicelib.api.endpoints import Endpoints
 from chalicelib.api.errors import json_errors
+from chalicelib.cognito import CognitoAuthorizer
 
 app = Chalice(app_name="instance-provisioner")
 
@@ -20,40 +23,93 @@ def endpoints() -> Endpoints:
 # -- HTTP API ---------------------------------------------------------------------------
 
 
-@app.route("/api/instances", methods=["POST"])
+# Every body is read as JSON by the endpoint itself, which answers 415 for other media
+# types with a problem document (Chalice's own check would answer in its own format).
+ANY_MEDIA_TYPE = ["*/*"]
+
+# Deployed stages: API Gateway lets through only requests carrying a valid token of the
+# Cognito user pool (its ARN is a template parameter); the local stage reads dev tokens.
+cognito = CognitoAuthorizer()
+# The only path anyone may call without signing in.
+PUBLIC_PATHS = frozenset({"/api/openapi.json"})
+
+
+@app.route(
+    "/api/instances", methods=["POST"], content_types=ANY_MEDIA_TYPE, authorizer=cognito
+)
 @json_errors
 def provision_instance() -> Any:
     return endpoints().provision(app.current_request)
 
 
-@app.route("/api/instances", methods=["GET"])
+@app.route("/api/instances", methods=["GET"], authorizer=cognito)
 @json_errors
 def list_instances() -> Any:
     return endpoints().list(app.current_request)
 
 
-@app.route("/api/instances/stats", methods=["GET"])
+@app.route("/api/instances/stats", methods=["GET"], authorizer=cognito)
 @json_errors
 def instance_stats() -> Any:
     return endpoints().stats(app.current_request)
 
 
-@app.route("/api/instances/{instance_id}", methods=["GET"])
+@app.route("/api/instances/{instance_id}", methods=["GET"], authorizer=cognito)
 @json_errors
 def get_instance(instance_id: str) -> Any:
     return endpoints().get(app.current_request, instance_id)
 
 
-@app.route("/api/instances/{instance_id}", methods=["DELETE"])
+@app.route("/api/instances/{instance_id}", methods=["DELETE"], authorizer=cognito)
 @json_errors
 def terminate_instance(instance_id: str) -> Any:
     return endpoints().terminate(app.current_request, instance_id)
 
 
-@app.route("/api/instances/{instance_id}/activity", methods=["POST"])
+@app.route(
+    "/api/instances/{instance_id}/activity",
+    methods=["POST"],
+    content_types=ANY_MEDIA_TYPE,
+    authorizer=cognito,
+)
 @json_errors
 def report_instance_activity(instance_id: str) -> Any:
     return endpoints().report_activity(app.current_request, instance_id)
+
+
+@app.route("/api/instance-types", methods=["GET"], authorizer=cognito)
+@json_errors
+def list_instance_types() -> Any:
+    return endpoints().instance_types(app.current_request)
+
+
+@app.route("/api/openapi.json", methods=["GET"])
+@json_errors
+def openapi_document() -> Any:
+    return endpoints().openapi(app.current_request)
+
+
+def _refuse_other_methods(contract_path: str) -> None:
+    """Answer 405 with an Allow header for the methods a path does not support."""
+
+    @json_errors
+    def refuse(**_: Any) -> Any:
+        return Endpoints.method_not_allowed(app.current_request, contract_path)
+
+    implemented = allowed_methods(contract_path)
+    every = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+    others = [m for m in every if m not in implemented]
+    chalice_path = chalice_route(contract_path)
+    name = "refuse_" + re.sub(r"\W+", "_", chalice_path).strip("_")
+    authorizer = None if chalice_path in PUBLIC_PATHS else cognito
+    app.route(
+        chalice_path, methods=others, name=name, content_types=ANY_MEDIA_TYPE,
+        authorizer=authorizer,
+    )(refuse)
+
+
+for _path in sorted({op.path for op in OPERATIONS}):
+    _refuse_other_methods(_path)
 
 
 # -- lifecycle workflow steps (Task states of chalicelib/workflow/lifecycle.asl.json) ----
@@ -95,4 +151,7 @@ def record_instance_error(event: dict, context: Any) -> dict:
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="reaper")
 def reaper(event: Any) -> dict:
     container = bootstrap.container()
-    return container.reaper.tick(container.clock()).as_dict()
+    now = container.clock()
+    report = container.reaper.tick(now)
+    metrics.emit(metrics.tick_records(report, container.settings.stage, now))
+    return report.as_dict()

@@ -24,10 +24,14 @@ class Container:
         settings: Settings | None = None,
         clock: Callable[[], datetime] = utc_now,
         aws_client: Callable[..., Any] | None = None,
+        azure_connection: Any = None,
     ) -> None:
         self._settings = settings
         self.clock = clock
         self._aws_client = aws_client
+        # An AzureConnection (credential, transport options, sleep); None in a deployment,
+        # where the provider uses DefaultAzureCredential.
+        self._azure_connection = azure_connection
 
     @cached_property
     def settings(self) -> Settings:
@@ -75,10 +79,19 @@ class Container:
 
             return Ec2Provider(self.settings.ec2, ec2_client)
 
+        def azure() -> Any:
+            # Builds no client and imports no Azure SDK: that waits for the first Azure call.
+            from chalicelib.providers.azure_compute import AzureComputeProvider
+
+            return AzureComputeProvider(self.settings.azure, self._azure_connection)
+
         return ProviderRegistry(
-            factories={"aws": aws},
-            regions={"aws": self.settings.region, "azure": "eastus"},
-            missing_settings={"aws": self.settings.ec2.missing, "azure": ["AZURE_*"]},
+            factories={"aws": aws, "azure": azure},
+            regions={"aws": self.settings.region, "azure": self.settings.azure.location or ""},
+            missing_settings={
+                "aws": self.settings.ec2.missing,
+                "azure": self.settings.azure.missing,
+            },
         )
 
     @cached_property

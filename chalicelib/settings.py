@@ -31,6 +31,46 @@ class Ec2Settings:
 
 
 @dataclass(frozen=True)
+class AzureSettings:
+    """Where and what the Azure provider launches. Credentials are not settings: they come from
+    the deployment's identity (DefaultAzureCredential), so no secret is kept here."""
+
+    subscription_id: str | None = None
+    resource_group: str | None = None
+    location: str | None = None
+    subnet_id: str | None = None
+    # `publisher:offer:sku:version` of a marketplace image, or the resource id of an image.
+    image_reference: str | None = None
+    admin_username: str | None = None
+    ssh_public_key: str | None = None
+    # Another Resource Manager endpoint than the public cloud's (the local fake, a sovereign cloud).
+    arm_endpoint: str | None = None
+
+    @property
+    def missing(self) -> list[str]:
+        """Settings the provider cannot work without, unset or malformed, by env name."""
+        required = (
+            ("AZURE_SUBSCRIPTION_ID", self.subscription_id),
+            ("AZURE_RESOURCE_GROUP", self.resource_group),
+            ("AZURE_LOCATION", self.location),
+            ("AZURE_SUBNET_ID", self.subnet_id),
+            ("AZURE_IMAGE_REFERENCE", self.image_reference),
+            ("AZURE_ADMIN_USERNAME", self.admin_username),
+            ("AZURE_SSH_PUBLIC_KEY", self.ssh_public_key),
+        )
+        problems = [name for name, value in required if not value]
+        if self.subnet_id and not self.subnet_id.lower().startswith("/subscriptions/"):
+            problems.append("AZURE_SUBNET_ID (expected a subnet resource id: /subscriptions/...)")
+        image = self.image_reference
+        if image and not image.startswith("/") and len(image.split(":")) != 4:
+            problems.append(
+                "AZURE_IMAGE_REFERENCE (expected publisher:offer:sku:version or an image "
+                "resource id)"
+            )
+        return problems
+
+
+@dataclass(frozen=True)
 class Settings:
     stage: str = DEFAULT_STAGE
     region: str = "us-east-1"
@@ -38,6 +78,7 @@ class Settings:
     event_bus_name: str = "instance-provisioner"
     state_machine_arn: str | None = None
     ec2: Ec2Settings = field(default_factory=Ec2Settings)
+    azure: AzureSettings = field(default_factory=AzureSettings)
     policy: LifecyclePolicy = field(default_factory=LifecyclePolicy)
     # Seconds each Wait state of the lifecycle workflow waits between two cloud checks,
     # and how many checks a phase may take before the launch is declared failed.
@@ -65,6 +106,16 @@ class Settings:
                     g.strip() for g in env.get("EC2_SECURITY_GROUP_IDS", "").split(",") if g.strip()
                 ),
                 key_name=env.get("EC2_KEY_NAME") or None,
+            ),
+            azure=AzureSettings(
+                subscription_id=env.get("AZURE_SUBSCRIPTION_ID") or None,
+                resource_group=env.get("AZURE_RESOURCE_GROUP") or None,
+                location=env.get("AZURE_LOCATION") or None,
+                subnet_id=env.get("AZURE_SUBNET_ID") or None,
+                image_reference=env.get("AZURE_IMAGE_REFERENCE") or None,
+                admin_username=env.get("AZURE_ADMIN_USERNAME") or None,
+                ssh_public_key=env.get("AZURE_SSH_PUBLIC_KEY") or None,
+                arm_endpoint=env.get("AZURE_ARM_ENDPOINT") or None,
             ),
             policy=LifecyclePolicy(
                 provisioning_limit=_minutes(env, "PROVISIONING_LIMIT_MINUTES", 15),

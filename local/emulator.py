@@ -1,6 +1,7 @@
-"""In-process AWS for the local run and the tests: moto with its Step Functions interpreter
+"""In-process clouds for the local run and the tests: moto with its Step Functions interpreter
 executing the very ASL document the deployment uses, its Lambda invocations routed to the
-step handlers of app.py, and the table, bus and state machine created from our definitions."""
+step handlers of app.py, and the table, bus and state machine created from our definitions;
+and a local Azure Resource Manager (local/arm_fake.py) that the real Azure SDK talks to."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.utils import TMP_THREADS
 
 from chalicelib.persistence.dynamodb import configure_instance_model, create_instance_table
-from chalicelib.settings import Ec2Settings, Settings
+from chalicelib.providers.azure_compute import AzureConnection
+from chalicelib.settings import AzureSettings, Ec2Settings, Settings
 from chalicelib.workflow.stepfunctions import TASK_FUNCTIONS, render_definition
+from local.arm_fake import ArmFake, ServedArm, served
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -40,6 +43,13 @@ FAKE_CREDENTIALS = {
     "AWS_DEFAULT_REGION": REGION,
     "AWS_REGION": REGION,
 }
+AZURE_IMAGE = "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest"
+AZURE_ADMIN = "provisioner"
+# A public key only (the fake never logs in); no password is ever set on an Azure VM.
+AZURE_SSH_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHd4dGVzdGtleWZvcnRoZWxvY2FsYXJtZmFrZTAwMDAw "
+    "provisioner@local"
+)
 
 
 def function_name(handler_name: str) -> str:
@@ -94,6 +104,14 @@ class EmulatedAws:
     settings: Settings
     router: LambdaRouter
     retry_waits: list[float]
+    arm: ServedArm
+    azure: AzureConnection
+    # Waits the Azure SDK asked for (retry backoff, Retry-After), recorded instead of spent.
+    azure_waits: list[float] = field(default_factory=list)
+
+    @property
+    def arm_fake(self) -> ArmFake:
+        return self.arm.fake
 
     def wait_for_workflows(self, timeout: float = 60.0) -> None:
         """Block until every workflow execution started so far has finished (a join, not
@@ -115,12 +133,15 @@ def emulated_aws(
     max_checks: int = 5,
     instant_retries: bool = True,
     extra_env: dict[str, str] | None = None,
+    arm_port: int = 0,
 ) -> Iterator[EmulatedAws]:
-    """Start moto, create the service's AWS resources, and yield the matching settings.
+    """Start moto and the local Azure Resource Manager, create the service's AWS resources,
+    and yield the matching settings.
 
-    instant_retries: moto's interpreter really sleeps between Retry attempts; tests record
-    the requested waits instead of spending them."""
+    instant_retries: moto's interpreter and the Azure SDK really sleep between retries; tests
+    record the requested waits instead of spending them."""
     retry_waits: list[float] = []
+    azure_waits: list[float] = []
     with ExitStack() as stack:
         stack.enter_context(mock.patch.dict(os.environ, {**FAKE_CREDENTIALS, **(extra_env or {})}))
         stack.enter_context(mock_aws(config=MOTO_CONFIG))
@@ -137,13 +158,52 @@ def emulated_aws(
                     retrier_decl, "time", types.SimpleNamespace(sleep=retry_waits.append)
                 )
             )
-        settings = provision_resources(poll_seconds, max_checks)
-        yield EmulatedAws(settings, router, retry_waits)
-        EmulatedAws(settings, router, retry_waits).wait_for_workflows(timeout=10)
+        arm = stack.enter_context(served(ArmFake(), port=arm_port))
+        settings = provision_resources(poll_seconds, max_checks, arm)
+        azure = azure_connection(arm, azure_waits.append if instant_retries else None)
+        emulation = EmulatedAws(settings, router, retry_waits, arm, azure, azure_waits)
+        yield emulation
+        emulation.wait_for_workflows(timeout=10)
 
 
-def provision_resources(poll_seconds: int, max_checks: int) -> Settings:
-    """Create table, bus and state machine, and pick an AMI and subnet for EC2."""
+def azure_settings(arm: ServedArm) -> AzureSettings:
+    """Azure settings that point at the local Resource Manager's subscription and subnet."""
+    return AzureSettings(
+        subscription_id=arm.fake.subscription_id,
+        resource_group=arm.fake.resource_group,
+        location=arm.fake.location,
+        subnet_id=arm.fake.subnet_id,
+        image_reference=AZURE_IMAGE,
+        admin_username=AZURE_ADMIN,
+        ssh_public_key=AZURE_SSH_KEY,
+        arm_endpoint=arm.url,
+    )
+
+
+def azure_connection(
+    arm: ServedArm, sleep: Callable[[float], None] | None = None
+) -> AzureConnection:
+    """A real credential (a service principal's client secret, exchanged for a token at the
+    fake's token endpoint) and a transport that trusts the fake's certificate."""
+    from azure.identity import ClientSecretCredential
+
+    transport_options = {"connection_verify": arm.ca_bundle, "use_env_settings": False}
+    credential = ClientSecretCredential(
+        arm.fake.tenant_id,
+        arm.fake.client_id,
+        arm.fake.client_secret,
+        authority=arm.url,
+        disable_instance_discovery=True,
+        **transport_options,
+    )
+    if sleep is None:
+        return AzureConnection(credential, transport_options)
+    return AzureConnection(credential, transport_options, sleep)
+
+
+def provision_resources(poll_seconds: int, max_checks: int, arm: ServedArm) -> Settings:
+    """Create table, bus and state machine, pick an AMI and subnet for EC2, and point the
+    Azure settings at the local Resource Manager."""
     base = Settings.from_env(
         {**os.environ, "STAGE": STAGE, "AWS_REGION": REGION}
     )
@@ -179,6 +239,7 @@ def provision_resources(poll_seconds: int, max_checks: int) -> Settings:
             subnet_id=subnet["SubnetId"],
             security_group_ids=(group["GroupId"],),
         ),
+        azure=azure_settings(arm),
         policy=base.policy,
         workflow_poll_seconds=poll_seconds,
         workflow_max_checks=max_checks,

@@ -1,5 +1,6 @@
-"""`make run`: the API on 127.0.0.1:$PORT against in-process AWS emulation, the emulated AWS
-endpoint on 127.0.0.1:$MOTO_PORT for inspection, and the `reaper` tick on a timer."""
+"""`make run`: the API on 127.0.0.1:$PORT against in-process AWS emulation and a local Azure
+Resource Manager, the emulated AWS endpoint on 127.0.0.1:$MOTO_PORT for inspection, and the
+`reaper` tick on a timer."""
 
 from __future__ import annotations
 
@@ -47,10 +48,11 @@ def main() -> None:
     tick_seconds = float(os.environ.get("REAPER_INTERVAL_SECONDS", "60"))
     poll_seconds = int(os.environ.get("WORKFLOW_POLL_SECONDS", "1"))
     max_checks = int(os.environ.get("WORKFLOW_MAX_CHECKS", "60"))
+    arm_port = int(os.environ.get("ARM_PORT", "0"))  # 0: any free port
 
-    emulation = emulated_aws(poll_seconds, max_checks, instant_retries=False)
+    emulation = emulated_aws(poll_seconds, max_checks, instant_retries=False, arm_port=arm_port)
     with emulation as aws:
-        bootstrap.use(Container(settings=aws.settings))
+        bootstrap.use(Container(settings=aws.settings, azure_connection=aws.azure))
         moto_server = ThreadedMotoServer(ip_address=HOST, port=moto_port, verbose=False)
         moto_server.start()
 
@@ -69,7 +71,10 @@ def main() -> None:
 
         signal.signal(signal.SIGTERM, shut_down)
         signal.signal(signal.SIGINT, shut_down)
-        print(banner(port, moto_port, tick_seconds, aws.settings.table_name), flush=True)
+        print(
+            banner(port, moto_port, tick_seconds, aws.settings.table_name, aws.arm.url),
+            flush=True,
+        )
         try:
             server.serve_forever()
         finally:
@@ -77,16 +82,19 @@ def main() -> None:
             moto_server.stop()
 
 
-def banner(port: int, moto_port: int, tick_seconds: float, table: str) -> str:
+def banner(port: int, moto_port: int, tick_seconds: float, table: str, arm_url: str) -> str:
     api = f"http://{HOST}:{port}"
     return f"""
 Instance Provisioner (local stage) is listening on {api}
   AWS emulation (moto) for inspection: http://{HOST}:{moto_port}
+  Azure Resource Manager (local fake, real Azure SDK): {arm_url} (ARM_PORT)
   reaper tick every {tick_seconds:g} s (REAPER_INTERVAL_SECONDS)
 
 Try:
   curl -s -X POST {api}/api/instances -H 'Authorization: Bearer dev:alice' \\
        -H 'Content-Type: application/json' -d '{{"instanceType": "g4dn.xlarge"}}'
+  curl -s -X POST {api}/api/instances -H 'Authorization: Bearer dev:alice' \\
+       -H 'Content-Type: application/json' -d '{{"instanceType": "Standard_NC6"}}'
   curl -s {api}/api/instances -H 'Authorization: Bearer dev:alice'
   aws --endpoint-url http://{HOST}:{moto_port} dynamodb scan --table-name {table}
 Stop with Ctrl-C.

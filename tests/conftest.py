@@ -83,7 +83,12 @@ def faults() -> CloudFaults:
 @pytest.fixture
 def aws(clock: FakeClock, faults: CloudFaults) -> Iterator[EmulatedAws]:
     with emulated_aws() as emulation:
-        bootstrap.use(Container(settings=emulation.settings, clock=clock, aws_client=faults.client))
+        bootstrap.use(
+            Container(
+                settings=emulation.settings, clock=clock, aws_client=faults.client,
+                azure_connection=emulation.azure,
+            )
+        )
         try:
             yield emulation
         finally:

@@ -10,18 +10,25 @@ import pydantic
 from chalice import Response
 from chalice.app import Request
 
+from chalicelib.api.contract import allowed_methods, openapi_document
 from chalicelib.api.errors import validation_error
 from chalicelib.api.identity import caller_from
 from chalicelib.api.requests import (
     INSTANCE_ID_PATTERN,
     ActivityBody,
+    InstanceTypesQuery,
     ListQueryParams,
+    NoQuery,
     ProvisionBody,
+    ProvisionByRequirement,
 )
 from chalicelib.bootstrap import Container
+from chalicelib.domain.catalog import InstanceType, Offer, Requirement, offer_order
 from chalicelib.domain.errors import (
     InstanceNotFoundError,
+    MethodNotAllowedError,
     PayloadTooLargeError,
+    UnsupportedMediaTypeError,
     ValidationError,
 )
 from chalicelib.domain.identity import Caller
@@ -40,31 +47,53 @@ class Endpoints:
 
     def provision(self, request: Request) -> Response:
         caller = self._caller(request)
-        body = _parse(ProvisionBody, _json_body(request), "request body")
-        instance = self.container.instances.provision(
+        data = _json_body(request)
+        if not isinstance(data, dict):
+            raise ValidationError("The request body must be a JSON object.")
+        if "instanceType" in data and "gpu" in data:
+            raise ValidationError(
+                "Give either instanceType (a named type) or gpu (a requirement), not both.",
+                fields=[{"field": "gpu", "problem": "not allowed with instanceType"}],
+            )
+        body = _parse(ProvisionBody.branch_for(data), data, "request body")
+        requirement = None
+        instance_type = None
+        if isinstance(body, ProvisionByRequirement):
+            requirement = Requirement(
+                gpu_model=body.gpu,
+                gpu_count=body.gpuCount,
+                provider=None if body.provider == "any" else body.provider,
+            )
+        else:
+            instance_type = body.instanceType
+        provisioned = self.container.instances.provision(
             caller,
             ProvisionRequest(
-                instance_type=body.instanceType,
-                provider=body.provider,
+                instance_type=instance_type,
+                requirement=requirement,
+                provider=body.provider if body.provider != "any" else None,
                 region=body.region,
                 task_id=body.taskId,
                 idle_timeout_minutes=body.autoTerminateMinutes,
                 metadata=body.metadata,
             ),
         )
+        instance = provisioned.instance
+        answer = self._view(instance)
+        if provisioned.offer is not None:
+            answer["offer"] = offer_view(provisioned.offer)
         return Response(
-            body=self._view(instance),
-            status_code=202,
-            headers={"Location": f"/api/instances/{instance.id}"},
+            body=answer, status_code=202, headers={"Location": f"/api/instances/{instance.id}"}
         )
 
     def get(self, request: Request, instance_id: str) -> dict[str, Any]:
         caller = self._caller(request)
+        _parse(NoQuery, _query(request), "query string")
         return self._view(self.container.instances.get(caller, _checked_id(instance_id)))
 
     def list(self, request: Request) -> dict[str, Any]:
         caller = self._caller(request)
-        params = _parse(ListQueryParams, dict(request.query_params or {}), "query string")
+        params = _parse(ListQueryParams, _query(request), "query string")
         page = self.container.instances.list(
             caller,
             status=params.status,
@@ -77,6 +106,7 @@ class Endpoints:
 
     def terminate(self, request: Request, instance_id: str) -> Response:
         caller = self._caller(request)
+        _parse(NoQuery, _query(request), "query string")
         instance = self.container.instances.terminate(caller, _checked_id(instance_id))
         return Response(body=self._view(instance), status_code=202)
 
@@ -90,11 +120,7 @@ class Endpoints:
 
     def stats(self, request: Request) -> dict[str, Any]:
         caller = self._caller(request)
-        if request.query_params:
-            raise ValidationError(
-                "GET /api/instances/stats takes no query parameters.",
-                fields=[{"field": name, "problem": "unknown"} for name in request.query_params],
-            )
+        _parse(NoQuery, _query(request), "query string")
         stats = self.container.instances.stats(caller)
         return {
             "byStatus": stats.by_status,
@@ -110,6 +136,23 @@ class Endpoints:
             "computedAt": iso(self.container.clock()),
         }
 
+    def instance_types(self, request: Request) -> dict[str, Any]:
+        self._caller(request)
+        params = _parse(InstanceTypesQuery, _query(request), "query string")
+        types = self.container.catalog.matching(params.provider, params.gpu, params.minGpus)
+        return {"items": [instance_type_view(t) for t in types]}
+
+    def openapi(self, request: Request) -> dict[str, Any]:
+        _parse(NoQuery, _query(request), "query string")
+        return openapi_document()
+
+    @staticmethod
+    def method_not_allowed(request: Request, path: str) -> Response:
+        allowed = allowed_methods(path)
+        raise MethodNotAllowedError(
+            f"{request.method} is not supported on {path}; use {', '.join(allowed)}.", allowed
+        )
+
     # -- helpers --------------------------------------------------------------------
 
     def _caller(self, request: Request) -> Caller:
@@ -123,6 +166,43 @@ class Endpoints:
         return instance_view(instance, self.container.clock())
 
 
+def instance_type_view(instance_type: InstanceType) -> dict[str, Any]:
+    rule = instance_type.billing_rule
+    return {
+        "provider": instance_type.provider,
+        "name": instance_type.name,
+        "gpu": {"model": instance_type.gpu_model, "count": instance_type.gpu_count},
+        "vcpus": instance_type.vcpus,
+        "memoryGib": instance_type.memory_gib,
+        "hourlyUsd": str(instance_type.hourly_usd),
+        "billing": {
+            "name": rule.name,
+            "incrementSeconds": rule.increment_seconds,
+            "minimumSeconds": rule.minimum_seconds,
+            "source": rule.source,
+        },
+    }
+
+
+def offer_view(offer: Offer) -> dict[str, Any]:
+    def candidate(instance_type: InstanceType, reason: str | None = None) -> dict[str, Any]:
+        return {
+            "instanceType": instance_type.name,
+            "provider": instance_type.provider,
+            "gpu": {"model": instance_type.gpu_model, "count": instance_type.gpu_count},
+            "hourlyUsd": str(instance_type.hourly_usd),
+            "available": reason is None,
+            "reason": reason,
+        }
+
+    weighed = [(t, None) for t in offer.candidates[1:]] + list(offer.excluded)
+    weighed.sort(key=lambda pair: offer_order(pair[0]))
+    return {
+        "chosen": candidate(offer.chosen) if offer.chosen else None,
+        "alternatives": [candidate(t, why) for t, why in weighed],
+    }
+
+
 def _checked_id(instance_id: str) -> str:
     # An id that cannot exist answers like an unknown one: nothing to learn from the shape.
     if not _INSTANCE_ID.match(instance_id):
@@ -130,7 +210,25 @@ def _checked_id(instance_id: str) -> str:
     return instance_id
 
 
+def _query(request: Request) -> dict[str, Any]:
+    params = request.query_params or {}
+    repeated = [name for name in params if len(params.getlist(name)) > 1]
+    if repeated:
+        raise ValidationError(
+            f"Query parameters may appear once; repeated: {', '.join(sorted(repeated))}.",
+            fields=[{"field": name, "problem": "repeated"} for name in sorted(repeated)],
+        )
+    return dict(params)
+
+
 def _json_body(request: Request) -> Any:
+    content_type = (request.headers or {}).get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaTypeError(
+            f"The body must be JSON sent as Content-Type: application/json; "
+            f"got {content_type or 'no Content-Type'}."
+        )
     raw = request.raw_body
     if not raw:
         raise ValidationError("The request needs a JSON object body.")
@@ -152,4 +250,4 @@ def _parse(model: type[pydantic.BaseModel], data: Any, what: str) -> Any:
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as error:
-        raise validation_error(error, what) from None
+        raise validation_error(error, model, what) from None

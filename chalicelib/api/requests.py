@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 from chalicelib.domain.instance import (
     DEFAULT_IDLE_TIMEOUT_MINUTES,
@@ -22,19 +22,28 @@ METADATA_MAX_DEPTH = 4
 METADATA_MAX_BYTES = 8192
 
 
-class ProvisionBody(BaseModel):
+INSTANCE_TYPE_PATTERN = r"^[A-Za-z0-9._-]+$"
+GPU_MODEL_PATTERN = r"^[A-Za-z0-9-]{1,16}$"
+
+
+class _ProvisionCommon(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    instanceType: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
-    provider: Literal["aws", "azure"] | None = None
     region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{2,32}$")
     taskId: str | None = Field(default=None, pattern=TASK_ID_PATTERN)
     autoTerminateMinutes: int = Field(
         default=DEFAULT_IDLE_TIMEOUT_MINUTES,
         ge=MIN_IDLE_TIMEOUT_MINUTES,
         le=MAX_IDLE_TIMEOUT_MINUTES,
+        description="Idle minutes before the instance is terminated.",
     )
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            f"Caller data kept on the record: at most {METADATA_MAX_KEYS} keys, "
+            f"{METADATA_MAX_DEPTH} levels deep, {METADATA_MAX_BYTES} bytes as JSON."
+        ),
+    )
 
     @field_validator("metadata")
     @classmethod
@@ -48,6 +57,60 @@ class ProvisionBody(BaseModel):
         if len(json.dumps(value, separators=(",", ":"))) > METADATA_MAX_BYTES:
             raise ValueError(f"at most {METADATA_MAX_BYTES} bytes as JSON")
         return value
+
+
+class ProvisionByType(_ProvisionCommon):
+    """Provision a named instance type."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"instanceType": "g4dn.xlarge", "taskId": "scan-0042"}]}
+    )
+
+    instanceType: str = Field(
+        min_length=1, max_length=64, pattern=INSTANCE_TYPE_PATTERN,
+        description="A type from GET /api/instance-types.",
+    )
+    provider: Literal["aws", "azure"] | None = Field(
+        default=None, description="The provider of the type (optional: names are unique)."
+    )
+
+
+class ProvisionByRequirement(_ProvisionCommon):
+    """Provision the cheapest catalog type with at least `gpuCount` GPUs of model `gpu`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"gpu": "T4", "gpuCount": 1, "provider": "any"}]}
+    )
+
+    gpu: str = Field(pattern=GPU_MODEL_PATTERN, description="A GPU model, e.g. T4 or V100.")
+    gpuCount: int = Field(default=1, ge=1, le=16, description="At least this many GPUs.")
+    provider: Literal["aws", "azure", "any"] = Field(
+        default="any", description="Search one provider, or any."
+    )
+
+
+class ProvisionBody(RootModel[ProvisionByType | ProvisionByRequirement]):
+    """A named `instanceType`, or a requirement (`gpu`, `gpuCount`, `provider`)."""
+
+    @classmethod
+    def branch_for(cls, data: dict[str, Any]) -> type[_ProvisionCommon]:
+        # The body names its kind: a `gpu` key makes it a requirement. Validating against
+        # that one branch gives errors about the caller's fields, not about both shapes.
+        return ProvisionByRequirement if "gpu" in data else ProvisionByType
+
+
+class InstanceTypesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["aws", "azure"] | None = None
+    gpu: str | None = Field(default=None, pattern=GPU_MODEL_PATTERN)
+    minGpus: int = Field(default=0, ge=0, le=16)
+
+
+class NoQuery(BaseModel):
+    """An operation that takes no query parameters: any is refused."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class ActivityBody(BaseModel):

@@ -27,6 +27,34 @@ class UnknownInstanceTypeError(ValidationError):
     code = "unknown_instance_type"
 
 
+class UnsatisfiableRequestError(DomainError):
+    """A well-formed request this deployment cannot satisfy (e.g. a region it does not serve)."""
+
+    code = "unsatisfiable_request"
+
+    def __init__(self, message: str, fields: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.fields = fields or []
+
+
+class NoMatchingInstanceTypeError(UnsatisfiableRequestError):
+    """A well-formed requirement that no instance type in the catalog can satisfy."""
+
+    code = "no_matching_instance_type"
+
+
+class UnsupportedMediaTypeError(DomainError):
+    code = "unsupported_media_type"
+
+
+class MethodNotAllowedError(DomainError):
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, allowed: list[str]) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
 class InstanceNotFoundError(DomainError):
     """No such instance, or one the caller may not see (the two are not told apart)."""
 

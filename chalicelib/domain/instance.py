@@ -138,7 +138,8 @@ class Instance:
         return updated.with_cost_accrued(now) if target.is_terminal else updated
 
     def with_cost_accrued(self, now: datetime) -> Instance:
-        return replace(self, accrued_cost=self.cost_at(now), accrued_until=now, updated_at=now)
+        until = min(now, self.billing_ended_at) if self.billing_ended_at else now
+        return replace(self, accrued_cost=self.cost_at(now), accrued_until=until, updated_at=now)
 
     def with_activity(self, now: datetime) -> Instance:
         return replace(self, last_activity_at=now, updated_at=now)

@@ -10,6 +10,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.providers.base import (
+    MANAGED_TAG,
+    RECORD_ID_TAG,
+    TASK_ID_TAG,
+    USER_ID_TAG,
     CloudCapacityError,
     CloudConfigurationError,
     CloudInstanceView,
@@ -20,10 +24,7 @@ from chalicelib.providers.base import (
 )
 from chalicelib.settings import Ec2Settings
 
-MANAGED_TAG = "provisioner:managed"
-RECORD_ID_TAG = "provisioner:record-id"
-USER_ID_TAG = "provisioner:user-id"
-TASK_ID_TAG = "provisioner:task-id"
+__all__ = ["MANAGED_TAG", "RECORD_ID_TAG", "TASK_ID_TAG", "USER_ID_TAG", "Ec2Provider"]
 
 # States in which an instance still belongs to its record; shutting-down/terminated ones
 # are on their way out and must not stop a new launch.

@@ -8,6 +8,12 @@ from typing import Protocol
 
 from chalicelib.domain.errors import DomainError
 
+# Tags every provider puts on what it creates, so a machine can be traced to its record.
+MANAGED_TAG = "provisioner:managed"
+RECORD_ID_TAG = "provisioner:record-id"
+USER_ID_TAG = "provisioner:user-id"
+TASK_ID_TAG = "provisioner:task-id"
+
 
 class CloudState(StrEnum):
     """What the cloud says of a machine, in words common to every provider."""
@@ -38,6 +44,9 @@ class CloudInstanceView:
     private_ip: str | None = None
     public_ip: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    # Why the cloud gave up on the machine (state FAILED), as the error its code maps to, for
+    # a cloud that reports a launch failure after accepting the launch (Azure's async errors).
+    failure: CloudProviderError | None = None
 
 
 class CloudProvider(Protocol):

@@ -31,5 +31,9 @@ class ProviderRegistry:
             self._built[name] = self._factories[name]()
         return self._built[name]
 
+    def available(self) -> set[str]:
+        """The providers this deployment is configured to use."""
+        return {name for name in self._factories if not self._missing.get(name)}
+
     def region_for(self, name: str) -> str:
         return self._regions[name]

@@ -8,12 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chalicelib.domain.catalog import Catalog
+from chalicelib.domain.catalog import Catalog, Offer, Requirement
 from chalicelib.domain.errors import (
     ConcurrentUpdateError,
     DomainError,
     InstanceNotFoundError,
     InvalidTransitionError,
+    ProviderUnavailableError,
+    UnsatisfiableRequestError,
     ValidationError,
 )
 from chalicelib.domain.identity import Caller
@@ -35,7 +37,10 @@ def new_instance_id() -> str:
 
 @dataclass(frozen=True)
 class ProvisionRequest:
-    instance_type: str
+    """Either a named `instance_type` or a `requirement` the cheapest type must meet."""
+
+    instance_type: str | None = None
+    requirement: Requirement | None = None
     provider: str | None = None
     region: str | None = None
     task_id: str | None = None
@@ -49,6 +54,12 @@ class WorkflowTiming:
 
     poll_seconds: int
     max_checks: int
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    instance: Instance
+    offer: Offer | None  # set when the type was picked from a requirement
 
 
 class WorkflowStartError(DomainError):
@@ -74,16 +85,30 @@ class InstanceService:
 
     # -- provision ------------------------------------------------------------------
 
-    def provision(self, caller: Caller, request: ProvisionRequest) -> Instance:
-        instance_type = self.catalog.find(request.instance_type, request.provider)
+    def provision(self, caller: Caller, request: ProvisionRequest) -> Provisioned:
+        offer = None
+        if request.requirement is not None:
+            usable, unconfigured = self._usable_providers(request)
+            offer = self.catalog.cheapest(request.requirement, usable)
+            if offer.chosen is None:
+                names = ", ".join(t.name for t, _ in offer.excluded)
+                reasons = "; ".join(sorted({why for _, why in offer.excluded}))
+                message = f"Only {names} meet the requirement, and none can be used: {reasons}."
+                if unconfigured & {t.provider for t, _ in offer.excluded}:
+                    raise ProviderUnavailableError(message)  # configuring it would help
+                raise UnsatisfiableRequestError(message)
+            instance_type = offer.chosen
+        else:
+            assert request.instance_type is not None
+            instance_type = self.catalog.find(request.instance_type, request.provider)
         provider_name = instance_type.provider
         self.lifecycle.providers.get(provider_name)  # refuses an unconfigured provider early
         region = self.lifecycle.providers.region_for(provider_name)
         if request.region is not None and request.region != region:
-            raise ValidationError(
+            raise UnsatisfiableRequestError(
                 f"Region {request.region!r} is not served for provider {provider_name}; "
                 f"this deployment provisions in {region!r}.",
-                fields=[{"field": "region", "allowed": region}],
+                fields=[{"field": "region", "problem": "not served", "allowed": region}],
             )
         now = self.clock()
         instance = Instance(
@@ -125,7 +150,22 @@ class InstanceService:
             raise WorkflowStartError(
                 "The instance could not be started now; it was recorded as ERROR. Try again."
             ) from error
-        return stored
+        return Provisioned(stored, offer)
+
+    def _usable_providers(self, request: ProvisionRequest) -> tuple[dict[str, str], set[str]]:
+        """Each provider with "" if it can serve this request, or why it cannot; and the
+        providers that are not configured at all."""
+        registry = self.lifecycle.providers
+        configured = registry.available()
+        usable = {}
+        for name in self.catalog.providers:
+            if name not in configured:
+                usable[name] = f"provider {name} is not configured in this deployment"
+            elif request.region is not None and registry.region_for(name) != request.region:
+                usable[name] = f"provider {name} provisions in {registry.region_for(name)}"
+            else:
+                usable[name] = ""
+        return usable, set(self.catalog.providers) - configured
 
     # -- read -----------------------------------------------------------------------
 
@@ -151,7 +191,7 @@ class InstanceService:
         elif user_id is not None and user_id != caller.user_id:
             raise ValidationError(
                 "Only operators may list another user's instances; omit userId.",
-                fields=[{"field": "userId", "allowed": caller.user_id}],
+                fields=[{"field": "userId", "problem": "not yours", "allowed": caller.user_id}],
             )
         return self.repository.list(
             ListQuery(user_id=owner, status=status, task_id=task_id, limit=limit, cursor=cursor)

@@ -32,6 +32,10 @@ class ProviderRegistry(Protocol):
         """The provider called `name`; ProviderUnavailableError if it is not configured."""
         ...
 
+    def available(self) -> set[str]:
+        """The providers this deployment is configured to use."""
+        ...
+
     def region_for(self, name: str) -> str:
         """The region this deployment provisions in for provider `name`."""
         ...

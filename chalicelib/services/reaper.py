@@ -6,6 +6,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from chalicelib.domain.instance import Instance, LifecyclePolicy
 from chalicelib.domain.states import IN_SERVICE_STATUSES, LIVE_STATUSES, InstanceStatus
@@ -23,6 +24,9 @@ class TickReport:
     confirmed_terminated: list[str] = field(default_factory=list)
     marked_stuck: list[str] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)
+    # What the tick found live as it started (the figures it publishes as metrics).
+    live_by_status: Counter[str] = field(default_factory=Counter)
+    burn_rate_usd_per_hour: Decimal = Decimal("0")
 
     def as_dict(self) -> dict:
         return {
@@ -31,6 +35,8 @@ class TickReport:
             "confirmedTerminated": self.confirmed_terminated,
             "markedStuck": self.marked_stuck,
             "failures": dict(self.failures),
+            "liveByStatus": dict(self.live_by_status),
+            "burnRateUsdPerHour": str(self.burn_rate_usd_per_hour),
         }
 
 
@@ -44,6 +50,9 @@ class Reaper:
         report = TickReport()
         for status in LIVE_STATUSES:
             for instance in self.repository.live(status):
+                report.live_by_status[status.value] += 1
+                if instance.is_billing:
+                    report.burn_rate_usd_per_hour += instance.hourly_usd
                 self._guarded(report, "accrue", instance, lambda i: self._accrue(i, now, report))
         for status in IN_SERVICE_STATUSES:
             for instance in self.repository.due(status, now):

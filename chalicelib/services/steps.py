@@ -82,6 +82,8 @@ class LifecycleSteps:
                 "privateIp": view.private_ip,
                 "publicIp": view.public_ip,
             }
+        if view.failure is not None:
+            raise view.failure  # the cloud's own reason (e.g. Azure AllocationFailed)
         if view.state is not CloudState.PENDING:
             raise CloudLaunchFailedError(
                 f"The cloud reports the machine {view.state} while starting"
@@ -106,6 +108,8 @@ class LifecycleSteps:
         if instance.status is not InstanceStatus.CONFIGURING:
             return _stopped(state)
         view = self._describe(instance)
+        if view.failure is not None:
+            raise view.failure
         if view.state is not CloudState.RUNNING:
             raise CloudLaunchFailedError(
                 f"The cloud reports the machine {view.state} while its status checks ran"

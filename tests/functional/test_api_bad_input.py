@@ -18,9 +18,12 @@ def assert_error(
 ) -> dict:
     """The answer has `status`, the JSON error shape with `code`, and a message naming
     each of `mentions`."""
-    got_status, body, _ = answer
+    got_status, body, headers = answer
     assert got_status == status, body
     assert isinstance(body, dict), body
+    assert headers["Content-Type"] == "application/problem+json"
+    assert body["status"] == status and body["title"], body
+    assert body["type"].endswith(code) and body["detail"] == body["message"], body
     assert body["error"] == code, body
     assert isinstance(body["message"], str) and body["message"], body
     for mention in mentions:
@@ -83,8 +86,8 @@ def test_a_provision_body_without_instance_type_names_the_missing_field(api):
 
 
 def test_an_unknown_field_in_the_provision_body_is_refused_by_name(api):
-    body = assert_error(provision(api, gpuCount=4), 400, "invalid_request", "gpuCount")
-    assert field_names(body) == ["gpuCount"]
+    body = assert_error(provision(api, gpus=4), 400, "invalid_request", "gpus", "allowed")
+    assert field_names(body) == ["gpus"]
 
 
 @pytest.mark.parametrize(
@@ -136,7 +139,7 @@ def test_an_unknown_instance_type_is_refused_with_the_list_of_valid_types(api):
         api.call("POST", INSTANCES, body={"instanceType": "g9.colossal"}),
         400, "unknown_instance_type", "g9.colossal", "g4dn.xlarge", "p3.2xlarge",
     )
-    assert set(body) <= {"error", "message", "fields"}
+    assert set(body) <= {"type", "title", "status", "detail", "error", "message", "fields"}
 
 
 def test_an_azure_type_asked_of_the_aws_provider_is_refused_listing_only_aws_types(api):
@@ -157,17 +160,27 @@ def test_an_aws_type_asked_of_the_azure_provider_is_refused_listing_only_azure_t
 
 @pytest.mark.parametrize("body", [{"instanceType": "Standard_NC6"},
                                   {"instanceType": "Standard_NC6", "provider": "azure"}])
-def test_an_azure_type_is_refused_as_unavailable_naming_the_missing_settings(api, body):
+def test_an_azure_type_is_refused_as_unavailable_naming_the_missing_settings(
+    api, aws, clock, body
+):
+    from dataclasses import replace
+
+    from chalicelib import bootstrap
+    from chalicelib.bootstrap import Container
+    from chalicelib.settings import AzureSettings
+
+    # The emulation serves Azure; a deployment without the AZURE_* settings does not.
+    bootstrap.use(Container(settings=replace(aws.settings, azure=AzureSettings()), clock=clock))
     assert_error(api.call("POST", INSTANCES, body=body), 503, "provider_unavailable",
-                 "azure", "AZURE_")
+                 "azure", "AZURE_SUBSCRIPTION_ID")
     status, listing, _ = api.call("GET", INSTANCES)
     assert status == 200 and listing["items"] == [], "no record is kept for a refused request"
 
 
 def test_a_region_this_deployment_does_not_serve_is_refused_naming_the_served_one(api):
-    body = assert_error(provision(api, region="eu-west-1"), 400, "invalid_request",
+    body = assert_error(provision(api, region="eu-west-1"), 422, "unsatisfiable_request",
                         "eu-west-1", "us-east-1")
-    assert body["fields"] == [{"field": "region", "allowed": "us-east-1"}]
+    assert body["fields"] == [{"field": "region", "problem": "not served", "allowed": "us-east-1"}]
     status, listing, _ = api.call("GET", INSTANCES)
     assert status == 200 and listing["items"] == []
 
@@ -263,8 +276,8 @@ def test_an_unknown_list_query_parameter_is_refused_by_name(api):
 
 def test_a_query_parameter_on_stats_is_refused_by_name(api):
     body = assert_error(api.call("GET", f"{INSTANCES}/stats?status=READY"), 400,
-                        "invalid_request", "no query parameters")
-    assert body["fields"] == [{"field": "status", "problem": "unknown"}]
+                        "invalid_request", "status", "unknown")
+    assert body["fields"] == [{"field": "status", "problem": "unknown field", "allowed": "none"}]
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,9 @@ def test_another_users_instance_answers_exactly_like_a_missing_one(
     )
     assert status == missing_status == 404, refused
     assert refused["error"] == missing["error"] == "instance_not_found"
-    assert refused.keys() == missing.keys() == {"error", "message"}
+    assert refused.keys() == missing.keys() == {
+        "type", "title", "status", "detail", "error", "message",
+    }
     assert refused["message"].replace(alices["id"], "<id>") == \
         missing["message"].replace(MISSING_ID, "<id>")
     assert headers == missing_headers

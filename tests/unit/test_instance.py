@@ -133,7 +133,7 @@ def test_termination_stamps_the_time_and_accrues_cost_up_to_the_end_of_billing()
     done = stopping.transition(S.TERMINATED, at(hours=1, minutes=5), billing_ended_at=at(hours=1))
     assert done.terminated_at == at(hours=1, minutes=5)
     assert done.accrued_cost == Decimal("0.526000")
-    assert done.accrued_until == at(hours=1, minutes=5)
+    assert done.accrued_until == at(hours=1)  # accrued up to the end of billing
     assert done.is_billing is False
 
 

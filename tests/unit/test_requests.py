@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from chalicelib.api.requests import ActivityBody, ListQueryParams, ProvisionBody
+from chalicelib.api.requests import (
+    ActivityBody,
+    ListQueryParams,
+    ProvisionBody,
+    ProvisionByType,
+)
 from chalicelib.domain.states import InstanceStatus
 
 
@@ -17,17 +22,23 @@ def error_types(excinfo: pytest.ExceptionInfo[ValidationError]) -> list[tuple[tu
 
 
 def test_a_provision_request_needs_only_an_instance_type_and_idles_out_after_30_minutes():
-    body = ProvisionBody.model_validate({"instanceType": "g4dn.xlarge"})
+    body = ProvisionByType.model_validate({"instanceType": "g4dn.xlarge"})
     assert body.instanceType == "g4dn.xlarge"
     assert body.autoTerminateMinutes == 30
     assert (body.provider, body.region, body.taskId, body.metadata) == (None, None, None, None)
 
 
 def test_a_full_provision_request_is_accepted_as_sent():
-    body = ProvisionBody.model_validate({
-        "instanceType": "Standard_NC6", "provider": "azure", "region": "eastus",
-        "taskId": "job-42:train", "autoTerminateMinutes": 90, "metadata": {"team": "ml"},
-    })
+    body = ProvisionByType.model_validate(
+        {
+            "instanceType": "Standard_NC6",
+            "provider": "azure",
+            "region": "eastus",
+            "taskId": "job-42:train",
+            "autoTerminateMinutes": 90,
+            "metadata": {"team": "ml"},
+        }
+    )
     assert (body.provider, body.region, body.taskId) == ("azure", "eastus", "job-42:train")
     assert body.autoTerminateMinutes == 90
     assert body.metadata == {"team": "ml"}
@@ -35,14 +46,33 @@ def test_a_full_provision_request_is_accepted_as_sent():
 
 def test_a_provision_request_without_an_instance_type_is_refused():
     with pytest.raises(ValidationError) as refused:
-        ProvisionBody.model_validate({})
+        ProvisionByType.model_validate({})
     assert error_types(refused) == [(("instanceType",), "missing")]
+
+
+def test_a_provision_request_naming_both_a_type_and_a_gpu_is_refused():
+    body = {"instanceType": "g4dn.xlarge", "gpu": "T4"}
+    with pytest.raises(ValidationError) as refused:
+        ProvisionBody.branch_for(body).model_validate(body)
+    assert error_types(refused) == [(("instanceType",), "extra_forbidden")]
+    with pytest.raises(ValidationError):
+        ProvisionBody.model_validate(body)
+
+
+def test_a_gpu_requirement_defaults_to_one_gpu_from_any_provider():
+    body = ProvisionBody.branch_for({"gpu": "T4"}).model_validate({"gpu": "T4"})
+    assert (body.gpu, body.gpuCount, body.provider) == ("T4", 1, "any")
+
+
+def test_provider_any_is_refused_with_a_named_type():
+    with pytest.raises(ValidationError):
+        ProvisionByType.model_validate({"instanceType": "g4dn.xlarge", "provider": "any"})
 
 
 @pytest.mark.parametrize("minutes", [5, 120])
 def test_auto_terminate_accepts_the_bounds_of_5_and_120_minutes(minutes):
     body = {"instanceType": "p2.xlarge", "autoTerminateMinutes": minutes}
-    assert ProvisionBody.model_validate(body).autoTerminateMinutes == minutes
+    assert ProvisionByType.model_validate(body).autoTerminateMinutes == minutes
 
 
 @pytest.mark.parametrize(
@@ -58,21 +88,23 @@ def test_auto_terminate_accepts_the_bounds_of_5_and_120_minutes(minutes):
 )
 def test_auto_terminate_outside_5_to_120_whole_minutes_is_refused(minutes, kind):
     with pytest.raises(ValidationError) as refused:
-        ProvisionBody.model_validate({"instanceType": "p2.xlarge", "autoTerminateMinutes": minutes})
+        ProvisionByType.model_validate(
+            {"instanceType": "p2.xlarge", "autoTerminateMinutes": minutes}
+        )
     assert error_types(refused) == [(("autoTerminateMinutes",), kind)]
 
 
 @pytest.mark.parametrize("instance_type", [123, "", "g4dn xlarge", "a" * 65, "p2/xlarge"])
 def test_an_instance_type_that_is_not_a_plain_name_is_refused(instance_type):
     with pytest.raises(ValidationError) as refused:
-        ProvisionBody.model_validate({"instanceType": instance_type})
+        ProvisionByType.model_validate({"instanceType": instance_type})
     assert [loc for loc, _ in error_types(refused)] == [("instanceType",)]
 
 
 def test_an_unknown_field_in_a_provision_request_is_refused():
     with pytest.raises(ValidationError) as refused:
-        ProvisionBody.model_validate({"instanceType": "p2.xlarge", "gpuCount": 2})
-    assert error_types(refused) == [(("gpuCount",), "extra_forbidden")]
+        ProvisionByType.model_validate({"instanceType": "p2.xlarge", "gpus": 2})
+    assert error_types(refused) == [(("gpus",), "extra_forbidden")]
 
 
 @pytest.mark.parametrize(
@@ -81,31 +113,31 @@ def test_an_unknown_field_in_a_provision_request_is_refused():
 )
 def test_unsupported_provider_region_or_task_id_is_refused(field, value):
     with pytest.raises(ValidationError) as refused:
-        ProvisionBody.model_validate({"instanceType": "p2.xlarge", field: value})
+        ProvisionByType.model_validate({"instanceType": "p2.xlarge", field: value})
     assert [loc for loc, _ in error_types(refused)] == [(field,)]
 
 
 def test_metadata_may_have_up_to_32_keys_but_not_33():
     keys32 = {f"k{i}": i for i in range(32)}
-    body = ProvisionBody.model_validate({"instanceType": "x", "metadata": keys32})
+    body = ProvisionByType.model_validate({"instanceType": "x", "metadata": keys32})
     assert body.metadata == keys32
     with pytest.raises(ValidationError, match="at most 32 keys"):
-        ProvisionBody.model_validate({"instanceType": "x", "metadata": {**keys32, "k32": 32}})
+        ProvisionByType.model_validate({"instanceType": "x", "metadata": {**keys32, "k32": 32}})
 
 
 def test_metadata_may_nest_four_levels_but_not_five():
     four = {"a": [{"b": {"c": 1}}]}  # dict > list > dict > dict
-    assert ProvisionBody.model_validate({"instanceType": "x", "metadata": four}).metadata == four
+    assert ProvisionByType.model_validate({"instanceType": "x", "metadata": four}).metadata == four
     with pytest.raises(ValidationError, match="nested at most 4 levels deep"):
-        ProvisionBody.model_validate({"instanceType": "x", "metadata": {"z": four}})
+        ProvisionByType.model_validate({"instanceType": "x", "metadata": {"z": four}})
 
 
 def test_metadata_may_be_8192_bytes_of_json_but_not_one_more():
     # {"k":"<n chars>"} serialises to n + 8 bytes.
     fits = {"k": "x" * 8184}
-    assert ProvisionBody.model_validate({"instanceType": "x", "metadata": fits}).metadata == fits
+    assert ProvisionByType.model_validate({"instanceType": "x", "metadata": fits}).metadata == fits
     with pytest.raises(ValidationError, match="at most 8192 bytes as JSON"):
-        ProvisionBody.model_validate({"instanceType": "x", "metadata": {"k": "x" * 8185}})
+        ProvisionByType.model_validate({"instanceType": "x", "metadata": {"k": "x" * 8185}})
 
 
 # -- ActivityBody -----------------------------------------------------------------------

@@ -1,0 +1,239 @@
+"""The API contract: every operation, its inputs and its answers, in one table; the OpenAPI
+3.1 document is generated from it and from the pydantic models it names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from chalicelib.api import requests, responses
+
+PROBLEM_JSON = "application/problem+json"
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Bad input: the problem document says which field and what is allowed.",
+    401: "No bearer token, or one this stage does not accept.",
+    404: "No such instance, or one that belongs to someone else.",
+    405: "The path does not support this method; `Allow` lists those it does.",
+    409: "The instance's current state does not allow this change.",
+    413: "The body is larger than 64 KiB.",
+    415: "The body is not JSON (send Content-Type: application/json).",
+    422: "A well-formed request that cannot be satisfied (e.g. no type meets a requirement).",
+    500: "A failure of the service itself; it is logged.",
+    502: "The cloud provider answered with an error.",
+    503: "A cloud provider or the workflow is unavailable or not configured; retry later.",
+}
+COMMON_ERRORS = (401, 405, 500)
+
+
+@dataclass(frozen=True)
+class Operation:
+    operation_id: str
+    method: str
+    path: str  # OpenAPI template, e.g. /api/instances/{instanceId}
+    summary: str
+    success: int
+    response: type[BaseModel] | None
+    errors: tuple[int, ...] = ()
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    authenticated: bool = True
+    description: str = ""
+    success_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def path_parameters(self) -> list[str]:
+        return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
+
+
+INSTANCE = "/api/instances/{instanceId}"
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "provisionInstance", "POST", "/api/instances", "Provision an instance",
+        202, responses.ProvisionedInstance, (400, 409, 413, 415, 422, 503),
+        body=requests.ProvisionBody,
+        description=(
+            "Writes the record in PROVISIONING and starts the lifecycle workflow; poll the "
+            "record (or listen to the events) until it is READY. Name a type with "
+            "`instanceType`, or give a requirement (`gpu`, `gpuCount`, `provider`) and the "
+            "cheapest matching type in the catalog is chosen."
+        ),
+        success_headers={"Location": "The URL of the new instance record"},
+    ),
+    Operation(
+        "listInstances", "GET", "/api/instances", "List your instances, newest first",
+        200, responses.InstancePage, (400,), query=requests.ListQueryParams,
+        description=(
+            "Newest first, paged by an opaque cursor bound to the caller and the filters. "
+            "An operator without userId or taskId walks every user's records in storage "
+            "order instead."
+        ),
+    ),
+    Operation(
+        "instanceStats", "GET", "/api/instances/stats", "Fleet figures: counts, burn, saving",
+        200, responses.FleetStats, (400,), query=requests.NoQuery,
+    ),
+    Operation(
+        "getInstance", "GET", INSTANCE, "Read an instance, with its cost up to now",
+        200, responses.InstanceRecord, (400, 404), query=requests.NoQuery,
+    ),
+    Operation(
+        "terminateInstance", "DELETE", INSTANCE, "Stop an instance (idempotent)",
+        202, responses.InstanceRecord, (400, 404, 409, 503), query=requests.NoQuery,
+        description=(
+            "A live instance goes to STOPPING and the cloud is asked to terminate it; "
+            "TERMINATED is recorded once the cloud confirms. A repeat answers the record."
+        ),
+    ),
+    Operation(
+        "reportActivity", "POST", INSTANCE + "/activity", "Report a task running or idle",
+        200, responses.InstanceRecord, (400, 404, 409, 413, 415),
+        body=requests.ActivityBody,
+        description=(
+            "`running` moves READY to RUNNING, `idle` moves RUNNING to READY; either restarts "
+            "the idle clock (a running task repeats `running` as a heartbeat)."
+        ),
+    ),
+    Operation(
+        "listInstanceTypes", "GET", "/api/instance-types", "The catalog, with prices",
+        200, responses.InstanceTypeList, (400,), query=requests.InstanceTypesQuery,
+    ),
+    Operation(
+        "openapi", "GET", "/api/openapi.json", "This document", 200, None, (400,),
+        query=requests.NoQuery, authenticated=False,
+    ),
+)
+
+
+def operation(operation_id: str) -> Operation:
+    return next(op for op in OPERATIONS if op.operation_id == operation_id)
+
+
+def chalice_route(path: str) -> str:
+    """The Chalice route of a contract path (Chalice names the id parameter instance_id)."""
+    return path.replace("{instanceId}", "{instance_id}")
+
+
+def allowed_methods(path: str) -> list[str]:
+    return sorted(op.method for op in OPERATIONS if op.path == path)
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the API."""
+    models: list[type[BaseModel]] = [responses.Problem]
+    for op in OPERATIONS:
+        models += [m for m in (op.response, op.body, op.query) if m is not None]
+    unique = list(dict.fromkeys(models))
+    _, top = models_json_schema(
+        [(m, "validation" if _is_request(m) else "serialization") for m in unique],
+        ref_template="#/components/schemas/{model}",
+    )
+    schemas = top.get("$defs", {})
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation_object(op, schemas)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Instance Provisioner",
+            "version": "1.0.0",
+            "description": (
+                "Provision on-demand GPU instances on AWS and Azure, follow them through "
+                "their lifecycle, see their cost to the second, and stop them. Errors are "
+                "RFC 9457 problem documents."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {
+                name: schema for name, schema in sorted(schemas.items())
+                if not _is_query_model_name(name)
+            },
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": (
+                        "Deployed stages: a Cognito user-pool token (the user is its `sub`). "
+                        "The local stage: `dev:<user-id>`, or `dev:<user-id>:admin` for an "
+                        "operator who sees every user's instances."
+                    ),
+                }
+            },
+        },
+    }
+
+
+def _is_request(model: type[BaseModel]) -> bool:
+    return model.__module__ == requests.__name__
+
+
+def _is_query_model_name(name: str) -> bool:
+    return name in {"ListQueryParams", "InstanceTypesQuery", "NoQuery"}
+
+
+def _operation_object(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
+    parameters = [
+        {"name": name, "in": "path", "required": True,
+         "schema": {"type": "string", "pattern": requests.INSTANCE_ID_PATTERN}}
+        for name in op.path_parameters
+    ]
+    if op.query is not None:
+        query_schema = schemas[op.query.__name__]
+        required = set(query_schema.get("required", []))
+        for name, prop in query_schema.get("properties", {}).items():
+            parameters.append({
+                "name": name, "in": "query", "required": name in required,
+                "schema": _without_null(prop),
+            })
+    success: dict[str, Any] = {"description": op.summary}
+    if op.response is not None:
+        success["content"] = {"application/json": {"schema": _ref(op.response)}}
+    else:
+        success["content"] = {"application/json": {"schema": {"type": "object"}}}
+    if op.success_headers:
+        success["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in op.success_headers.items()
+        }
+    answers: dict[str, Any] = {str(op.success): success}
+    codes = sorted(set(op.errors) | (set(COMMON_ERRORS) if op.authenticated else {405, 500}))
+    for code in codes:
+        answers[str(code)] = {
+            "description": ERROR_DESCRIPTIONS[code],
+            "content": {PROBLEM_JSON: {"schema": _ref(responses.Problem)}},
+        }
+    result: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "parameters": parameters,
+        "responses": answers,
+        "security": [{"bearer": []}] if op.authenticated else [],
+    }
+    if op.description:
+        result["description"] = op.description
+    if op.body is not None:
+        result["requestBody"] = {
+            "required": True, "content": {"application/json": {"schema": _ref(op.body)}},
+        }
+    return result
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """Query parameters are absent rather than null: drop pydantic's `null` branch."""
+    branches = schema.get("anyOf")
+    if branches:
+        kept = [b for b in branches if b.get("type") != "null"]
+        if len(kept) == 1:
+            rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+            return {**kept[0], **rest}
+    return {k: v for k, v in schema.items() if not (k == "default" and v is None)}

@@ -1,0 +1,146 @@
+"""Response bodies, as pydantic models: the OpenAPI document's schemas come from here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from chalicelib.domain.states import InstanceStatus
+
+MONEY = r"^[0-9]+(\.[0-9]+)?$"
+Money = Field(pattern=MONEY, description="US dollars, as a decimal string")
+
+
+class Gpu(BaseModel):
+    model: str
+    count: int
+
+
+class Billing(BaseModel):
+    rule: str
+    incrementSeconds: int
+    minimumSeconds: int
+    startedAt: str | None = Field(description="when the cloud accepted the launch")
+    endedAt: str | None = Field(description="when the cloud accepted the termination")
+
+
+class StatusChange(BaseModel):
+    status: InstanceStatus
+    at: str
+    reason: str | None
+
+
+class InstanceRecord(BaseModel):
+    """An instance as its owner sees it; `costUsd` is computed up to the moment of the read."""
+
+    id: str = Field(pattern=r"^inst-[0-9a-f]{32}$")
+    userId: str
+    taskId: str | None
+    provider: str
+    region: str
+    instanceType: str
+    gpu: Gpu
+    status: InstanceStatus
+    statusReason: str | None
+    cloudResourceId: str | None
+    privateIp: str | None
+    publicIp: str | None
+    hourlyRateUsd: str = Money
+    billing: Billing
+    costUsd: str = Money
+    costComputedAt: str | None
+    accruedCostUsd: str = Money
+    accruedUntil: str | None
+    autoTerminateMinutes: int
+    lastActivityAt: str
+    idleDeadline: str | None
+    createdAt: str
+    updatedAt: str
+    readyAt: str | None
+    terminatedAt: str | None
+    executionId: str | None
+    statusHistory: list[StatusChange]
+    metadata: dict[str, Any]
+
+
+class OfferCandidate(BaseModel):
+    instanceType: str
+    provider: str
+    gpu: Gpu
+    hourlyUsd: str = Money
+    available: bool
+    reason: str | None = None
+
+
+class Offer(BaseModel):
+    """Which type a requirement picked, at what price, among which alternatives."""
+
+    chosen: OfferCandidate
+    alternatives: list[OfferCandidate]
+
+
+class ProvisionedInstance(InstanceRecord):
+    offer: Offer | None = Field(
+        default=None, description="Present when the type was chosen from a requirement"
+    )
+
+
+class InstancePage(BaseModel):
+    items: list[InstanceRecord]
+    nextCursor: str | None = Field(description="pass back as `cursor` for the next page")
+
+
+class FleetStats(BaseModel):
+    byStatus: dict[str, int]
+    byProvider: dict[str, int]
+    total: int
+    live: int
+    burnRateUsdPerHour: str = Money
+    totalCostUsd: str = Money
+    alwaysOnCostUsd: str = Money
+    savingUsd: str = Money
+    savingPercent: str | None
+    periodStart: str | None
+    computedAt: str
+
+
+class BillingRule(BaseModel):
+    name: str
+    incrementSeconds: int
+    minimumSeconds: int
+    source: str
+
+
+class InstanceType(BaseModel):
+    provider: str
+    name: str
+    gpu: Gpu
+    vcpus: int
+    memoryGib: int
+    hourlyUsd: str = Money
+    billing: BillingRule
+
+
+class InstanceTypeList(BaseModel):
+    items: list[InstanceType]
+
+
+class FieldProblem(BaseModel):
+    field: str
+    problem: str
+    allowed: str | None = None
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (application/problem+json)."""
+
+    type: str = Field(description="a URI naming the kind of problem")
+    title: str
+    status: int
+    detail: str = Field(description="what is wrong and what is allowed")
+    error: str = Field(description="a stable machine-readable code, e.g. invalid_request")
+    message: str = Field(description="the same text as `detail`, kept for first-version clients")
+    fields: list[FieldProblem] | None = Field(
+        default=None, description="for validation errors: each offending field"
+    )

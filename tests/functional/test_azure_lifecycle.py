@@ -1,0 +1,248 @@
+"""Azure instances end to end: the API, the lifecycle workflow (moto running the ASL) and the
+reaper, with the real Azure SDK talking to the local Resource Manager."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import boto3
+
+from chalicelib import bootstrap
+from chalicelib.bootstrap import Container
+from chalicelib.settings import AzureSettings
+
+
+def provision_azure(api, **body) -> dict:
+    instance = api.provision(instanceType="Standard_NC6", **body)
+    assert (instance["provider"], instance["region"]) == ("azure", "eastus")
+    return instance
+
+
+def vm_puts(aws) -> list[str]:
+    return [c for c in aws.arm_fake.calls if c.startswith("PUT virtualMachines")]
+
+
+def test_an_azure_instance_reaches_ready_through_configuring(api, aws):
+    instance = provision_azure(api, taskId="scan-0042")
+
+    aws.wait_for_workflows()
+
+    ready = api.get(instance["id"])
+    assert ready["status"] == "READY"
+    assert [h["status"] for h in ready["statusHistory"]] == [
+        "PROVISIONING", "CONFIGURING", "READY",
+    ]
+    assert ready["cloudResourceId"].endswith(
+        f"/resourceGroups/provisioner-local/providers/Microsoft.Compute/virtualMachines/"
+        f"{instance['id']}"
+    )
+    assert ready["privateIp"] == "10.0.0.4"
+    assert ready["billing"]["rule"] == "azure-vm-per-second"
+    assert aws.execution_status(ready["executionId"]) == "SUCCEEDED"
+    vm = aws.arm_fake.vm_model(instance["id"])
+    assert vm["properties"]["hardwareProfile"]["vmSize"] == "Standard_NC6"
+    assert vm["tags"]["provisioner:user-id"] == "alice"
+    assert vm["tags"]["provisioner:task-id"] == "scan-0042"
+
+
+def test_provider_azure_can_be_asked_for_by_name(api, aws):
+    instance = api.provision(instanceType="Standard_NV6", provider="azure")
+
+    aws.wait_for_workflows()
+
+    assert api.get(instance["id"])["status"] == "READY"
+
+
+def test_arm_throttling_is_retried_by_the_sdk_and_the_launch_goes_on(api, aws):
+    aws.arm_fake.fail_next("PUT", "virtualMachines", 429, "SubscriptionRequestsThrottled",
+                           retry_after=1)
+
+    instance = provision_azure(api)
+    aws.wait_for_workflows()
+
+    assert api.get(instance["id"])["status"] == "READY"
+    assert aws.azure_waits == [1]  # azure-core honoured Retry-After (recorded, not slept)
+    assert aws.retry_waits == []  # the workflow never saw the throttling
+    assert len(vm_puts(aws)) == 2
+    assert aws.arm_fake.vm_names() == [instance["id"]]
+
+
+def test_throttling_beyond_the_sdk_retries_is_retried_by_the_workflow_without_a_second_vm(
+    api, aws
+):
+    aws.arm_fake.fail_next("PUT", "virtualMachines", 429, "SubscriptionRequestsThrottled",
+                           retry_after=1, times=4)
+
+    instance = provision_azure(api)
+    aws.wait_for_workflows()
+
+    assert api.get(instance["id"])["status"] == "READY"
+    assert len(aws.retry_waits) == 1  # the ASL's Retry ran Launch once more
+    assert aws.arm_fake.vm_names() == [instance["id"]]
+    assert aws.arm_fake.nic_names() == [f"{instance['id']}-nic"]
+
+
+def test_an_allocation_failure_ends_in_error_with_the_azure_code_and_message(api, aws):
+    aws.arm_fake.fail_next_provisioning(
+        "AllocationFailed",
+        "Allocation failed. We do not have sufficient capacity for the requested VM size "
+        "in this region.",
+    )
+
+    instance = provision_azure(api)
+    aws.wait_for_workflows()
+
+    failed = api.get(instance["id"])
+    assert failed["status"] == "ERROR"
+    assert failed["statusReason"] == (
+        "CloudCapacityError: Azure VM provisioning failed (AllocationFailed): Allocation "
+        "failed. We do not have sufficient capacity for the requested VM size in this region."
+    )
+    assert aws.execution_status(failed["executionId"]) == "FAILED"
+    # The failed VM was released: its delete was requested when the record went to ERROR.
+    assert f"DELETE virtualMachines {instance['id']}" in aws.arm_fake.calls
+    assert failed["costUsd"] == "0.000000"  # no second passed on the test clock
+
+
+def test_a_quota_refusal_at_launch_ends_in_error_and_leaves_nothing_behind(api, aws):
+    aws.arm_fake.fail_next(
+        "PUT", "virtualMachines", 409, "OperationNotAllowed",
+        message="Operation could not be completed as it results in exceeding approved "
+        "standardNCFamily Cores quota.",
+    )
+
+    instance = provision_azure(api)
+    aws.wait_for_workflows()
+
+    failed = api.get(instance["id"])
+    assert failed["status"] == "ERROR"
+    assert failed["statusReason"].startswith(
+        "CloudCapacityError: Azure VM creation failed (OperationNotAllowed): Operation could "
+        "not be completed"
+    )
+    assert failed["cloudResourceId"] is None
+    assert aws.arm_fake.vm_names() == []
+    assert aws.arm_fake.nic_names() == []
+
+
+def test_rejected_azure_credentials_fail_the_workflow_without_quoting_the_secret(api, aws):
+    aws.arm_fake.reject_credentials = True
+
+    instance = provision_azure(api)
+    aws.wait_for_workflows()
+
+    # RecordError cannot check for a VM to release either, so the record stays live for the
+    # reaper (as on AWS when permissions are missing); the execution says why.
+    record = api.get(instance["id"])
+    assert record["status"] == "PROVISIONING"
+    execution = boto3.client("stepfunctions", region_name="us-east-1").describe_execution(
+        executionArn=record["executionId"]
+    )
+    assert (execution["status"], execution["error"]) == ("FAILED", "CloudConfigurationError")
+    assert "Azure refused the service's credentials (AuthenticationFailed)" in execution["cause"]
+    assert aws.arm_fake.client_secret not in execution["cause"]
+    assert aws.arm_fake.vm_names() == []
+
+
+def test_a_deleted_azure_instance_is_terminated_once_the_vm_answers_404_and_billed_per_second(
+    api, aws, clock
+):
+    instance = provision_azure(api)
+    aws.wait_for_workflows()
+    clock.advance(minutes=12, seconds=30)
+
+    status, stopping, _ = api.call("DELETE", f"/api/instances/{instance['id']}")
+    assert (status, stopping["status"]) == (202, "STOPPING")
+    clock.advance(seconds=40)  # Azure's confirmation comes later: billing already ended
+
+    first = api.tick()  # the VM is still Deleting
+    assert first["confirmedTerminated"] == []
+    assert api.get(instance["id"])["status"] == "STOPPING"
+    second = api.tick()  # the VM answers 404
+
+    assert second["confirmedTerminated"] == [instance["id"]]
+    terminated = api.get(instance["id"])
+    assert terminated["status"] == "TERMINATED"
+    # 750 s at 0.90 USD/h, per second with no minimum: 0.187500
+    assert terminated["costUsd"] == "0.187500"
+    assert terminated["billing"]["endedAt"] == "2026-03-02T09:12:30.000Z"
+    assert aws.arm_fake.vm_names() == []
+    assert aws.arm_fake.nic_names() == []
+
+
+def test_a_short_azure_run_is_billed_its_seconds_with_no_minimum(api, aws, clock):
+    instance = provision_azure(api)
+    aws.wait_for_workflows()
+    clock.advance(seconds=10)
+
+    api.call("DELETE", f"/api/instances/{instance['id']}")
+
+    # EC2 would bill 60 s here; Azure bills the 10 s: 0.90 x 10 / 3600
+    assert api.get(instance["id"])["costUsd"] == "0.002500"
+
+
+def test_an_idle_azure_instance_is_terminated_by_the_reaper(api, aws, clock):
+    instance = provision_azure(api, autoTerminateMinutes=5)
+    aws.wait_for_workflows()
+    clock.advance(minutes=5)
+
+    report = api.tick()
+
+    assert report["terminatedIdle"] == [instance["id"]]
+    api.tick()
+    terminated = api.get(instance["id"])
+    assert (terminated["status"], terminated["statusReason"]) == ("TERMINATED", "idle_timeout")
+    assert terminated["costUsd"] == "0.075000"  # 300 s at 0.90 USD/h
+
+
+def test_a_vm_deleted_behind_our_back_is_confirmed_terminated(api, aws):
+    instance = provision_azure(api)
+    aws.wait_for_workflows()
+    aws.arm_fake.deleting_reads = 0
+    api.call("DELETE", f"/api/instances/{instance['id']}")
+
+    assert api.tick()["confirmedTerminated"] == [instance["id"]]
+
+
+def test_missing_azure_settings_refuse_azure_with_503_naming_them_and_aws_still_works(
+    api, aws, clock
+):
+    bootstrap.use(
+        Container(settings=replace(aws.settings, azure=AzureSettings()), clock=clock)
+    )
+
+    status, body, _ = api.call("POST", "/api/instances", body={"instanceType": "Standard_NC6"})
+
+    assert (status, body["error"]) == (503, "provider_unavailable")
+    assert body["message"] == (
+        "Provider 'azure' is not configured in this deployment; missing settings: "
+        "AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP, AZURE_LOCATION, AZURE_SUBNET_ID, "
+        "AZURE_IMAGE_REFERENCE, AZURE_ADMIN_USERNAME, AZURE_SSH_PUBLIC_KEY."
+    )
+    assert api.call("GET", "/api/instances")[1]["items"] == []
+    assert api.call("POST", "/api/instances", body={"instanceType": "g4dn.xlarge"})[0] == 202
+
+
+def test_one_lifecycle_makes_these_arm_calls_in_this_order(api, aws):
+    instance = provision_azure(api)
+    aws.wait_for_workflows()
+    api.call("DELETE", f"/api/instances/{instance['id']}")
+    api.tick()
+    api.tick()
+
+    vm, nic = instance["id"], f"{instance['id']}-nic"
+    assert aws.arm_fake.calls == [
+        "GET openid ", "POST token ",  # sign-in, once per process while the token is valid
+        f"GET virtualMachines {vm}",  # Launch: none yet (404)
+        f"PUT networkInterfaces {nic}",
+        f"PUT virtualMachines {vm}",  # accepted (201), not awaited
+        f"GET virtualMachines {vm}",  # CheckRunning: Creating
+        f"GET virtualMachines {vm}",  # CheckRunning: running
+        f"GET networkInterfaces {nic}",  # its private IP
+        f"GET virtualMachines {vm}",  # CheckStatus: VM agent Ready
+        f"GET networkInterfaces {nic}",
+        f"DELETE virtualMachines {vm}",  # DELETE /api/instances/{id}: accepted (202)
+        f"GET virtualMachines {vm}",  # tick: Deleting
+        f"GET virtualMachines {vm}",  # tick: 404, TERMINATED
+    ]
+    assert api.get(instance["id"])["status"] == "TERMINATED"
