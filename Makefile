@@ -16,7 +16,7 @@ OFFLINE_AWS := env -u AWS_PROFILE AWS_DEFAULT_REGION=us-east-1 \
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "pip<26.3"
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 

@@ -204,7 +204,10 @@ class InstanceService:
             instance = self.get(caller, instance_id)
             if instance.status.is_terminal or instance.status is InstanceStatus.STOPPING:
                 return instance  # a repeated DELETE changes nothing
-            return self.lifecycle.begin_termination(instance, "user_request")
+            # Only the workflow steps and the reaper talk to the clouds (the API's role has no
+            # EC2 or Azure rights): the next reaper tick asks the cloud to terminate the
+            # machine and records TERMINATED once the cloud confirms.
+            return self.lifecycle.move(instance, InstanceStatus.STOPPING, "user_request")
 
         return _retry_on_race(stop)
 

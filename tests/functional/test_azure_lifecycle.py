@@ -153,9 +153,9 @@ def test_a_deleted_azure_instance_is_terminated_once_the_vm_answers_404_and_bill
 
     status, stopping, _ = api.call("DELETE", f"/api/instances/{instance['id']}")
     assert (status, stopping["status"]) == (202, "STOPPING")
-    clock.advance(seconds=40)  # Azure's confirmation comes later: billing already ended
+    clock.advance(seconds=40)
 
-    first = api.tick()  # the VM is still Deleting
+    first = api.tick()  # asks Azure to delete the VM (billing ends here); it is still Deleting
     assert first["confirmedTerminated"] == []
     assert api.get(instance["id"])["status"] == "STOPPING"
     second = api.tick()  # the VM answers 404
@@ -163,9 +163,9 @@ def test_a_deleted_azure_instance_is_terminated_once_the_vm_answers_404_and_bill
     assert second["confirmedTerminated"] == [instance["id"]]
     terminated = api.get(instance["id"])
     assert terminated["status"] == "TERMINATED"
-    # 750 s at 0.90 USD/h, per second with no minimum: 0.187500
-    assert terminated["costUsd"] == "0.187500"
-    assert terminated["billing"]["endedAt"] == "2026-03-02T09:12:30.000Z"
+    # 790 s (until Azure accepted the delete) at 0.90 USD/h, per second, no minimum
+    assert terminated["costUsd"] == "0.197500"
+    assert terminated["billing"]["endedAt"] == "2026-03-02T09:13:10.000Z"
     assert aws.arm_fake.vm_names() == []
     assert aws.arm_fake.nic_names() == []
 
@@ -241,8 +241,8 @@ def test_one_lifecycle_makes_these_arm_calls_in_this_order(api, aws):
         f"GET networkInterfaces {nic}",  # its private IP
         f"GET virtualMachines {vm}",  # CheckStatus: VM agent Ready
         f"GET networkInterfaces {nic}",
-        f"DELETE virtualMachines {vm}",  # DELETE /api/instances/{id}: accepted (202)
-        f"GET virtualMachines {vm}",  # tick: Deleting
+        f"DELETE virtualMachines {vm}",  # first tick after the API's DELETE: accepted (202)
+        f"GET virtualMachines {vm}",  # same tick: Deleting
         f"GET virtualMachines {vm}",  # tick: 404, TERMINATED
     ]
     assert api.get(instance["id"])["status"] == "TERMINATED"
