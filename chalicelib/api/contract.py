@@ -83,10 +83,11 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "terminateInstance", "DELETE", INSTANCE, "Stop an instance (idempotent)",
-        202, responses.InstanceRecord, (400, 404, 409, 503), query=requests.NoQuery,
+        202, responses.InstanceRecord, (400, 404, 409), query=requests.NoQuery,
         description=(
-            "A live instance goes to STOPPING and the cloud is asked to terminate it; "
-            "TERMINATED is recorded once the cloud confirms. A repeat answers the record."
+            "A live instance goes to STOPPING; the next reaper tick (within a minute) asks "
+            "the cloud to terminate it, billing ends when the cloud accepts, and TERMINATED "
+            "is recorded once the cloud confirms. A repeat answers the record unchanged."
         ),
     ),
     Operation(

@@ -83,11 +83,13 @@ class Lifecycle:
 
     def confirm_termination(self, instance: Instance) -> Instance:
         """STOPPING -> TERMINATED once the cloud says the machine is gone."""
-        if instance.billing_ended_at is None and instance.launched_at is not None:
-            # The delete request itself did not go through earlier: ask again.
-            instance = self.repository.save(
-                self.release_cloud_resources(instance), expected_status=instance.status
-            )
+        if instance.billing_ended_at is None:
+            # No delete was accepted yet (the API only records the stop, or an earlier request
+            # failed): ask now. With no id on the record, the tag finds a machine whose launch
+            # raced the stop, so none is left running unrecorded.
+            released = self.release_cloud_resources(instance)
+            if released != instance:
+                instance = self.repository.save(released, expected_status=instance.status)
         if instance.cloud_resource_id is not None:
             view = self.providers.get(instance.provider).describe(
                 instance.cloud_resource_id, instance.region
