@@ -46,7 +46,13 @@ class Container:
         return boto3.client(
             service,
             region_name=region or self.settings.region,
-            config=Config(retries={"mode": "standard", "max_attempts": 3}),
+            # Short timeouts: a hung call must fail (and be retried by the workflow or the
+            # next tick) well within the Lambda timeouts, not hold the function to its end.
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 3},
+                connect_timeout=5,
+                read_timeout=15,
+            ),
         )
 
     @cached_property

@@ -7,7 +7,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from chalicelib.providers.base import (
     MANAGED_TAG,
@@ -63,6 +68,11 @@ def _translated(action: str) -> Iterator[None]:
     """Turn a botocore ClientError into the domain error for its code (never its message)."""
     try:
         yield
+    except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
+        # Unreachable or slow: as retryable as a throttle (the workflow's Retry, the next tick).
+        raise CloudThrottlingError(
+            f"EC2 {action} did not answer: {type(exc).__name__}", cloud_code="Unreachable"
+        ) from exc
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = error.get("Code") or "Unknown"
@@ -83,7 +93,9 @@ def default_client_factory() -> Callable[[str], Any]:
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"mode": "standard", "max_attempts": 3})
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=15
+    )
     clients: dict[str, Any] = {}
 
     def client_for(region: str) -> Any:

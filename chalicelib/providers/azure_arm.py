@@ -77,7 +77,10 @@ def build_clients(
     options: dict[str, Any] = {
         "base_url": endpoint,
         "credential_scopes": [f"{endpoint}/.default"],
-        "transport": SleepingTransport(sleep, **transport_options),
+        # azure-core reads for up to 300 s by default; fail fast instead (see bootstrap's EC2).
+        "transport": SleepingTransport(
+            sleep, **{"connection_timeout": 5, "read_timeout": 20, **transport_options}
+        ),
         "retry_policy": BoundedRetryPolicy(
             MAX_RETRY_AFTER_SECONDS,
             retry_total=RETRY_TOTAL,

@@ -94,8 +94,15 @@ class Lifecycle:
             view = self.providers.get(instance.provider).describe(
                 instance.cloud_resource_id, instance.region
             )
-            if view.state is not CloudState.TERMINATED:
-                return instance
+            if view.state is CloudState.TERMINATED:
+                return self.move(instance, InstanceStatus.TERMINATED, instance.status_reason)
+            if view.state is not CloudState.TERMINATING:
+                # The cloud accepted a delete earlier but the machine is still there (an
+                # asynchronous delete that failed): ask again rather than wait for ever.
+                self.providers.get(instance.provider).terminate(
+                    instance.cloud_resource_id, instance.region
+                )
+            return instance
         return self.move(instance, InstanceStatus.TERMINATED, instance.status_reason)
 
     def fail(self, instance: Instance, reason: str) -> Instance:

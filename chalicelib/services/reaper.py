@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from chalicelib.domain.instance import Instance, LifecyclePolicy
 from chalicelib.domain.states import IN_SERVICE_STATUSES, LIVE_STATUSES, InstanceStatus
@@ -49,18 +51,19 @@ class Reaper:
     def tick(self, now: datetime) -> TickReport:
         report = TickReport()
         for status in LIVE_STATUSES:
-            for instance in self.repository.live(status):
+            for instance in self._read(report, "accrue", self.repository.live, status):
                 report.live_by_status[status.value] += 1
                 if instance.is_billing:
                     report.burn_rate_usd_per_hour += instance.hourly_usd
                 self._guarded(report, "accrue", instance, lambda i: self._accrue(i, now, report))
         for status in IN_SERVICE_STATUSES:
-            for instance in self.repository.due(status, now):
-                self._guarded(report, "idle", instance, lambda i: self._stop_idle(i, report))
+            for instance in self._read(report, "idle", self.repository.due, status, now):
+                self._guarded(report, "idle", instance, lambda i: self._stop_idle(i, now, report))
         for status in (InstanceStatus.PROVISIONING, InstanceStatus.CONFIGURING):
-            for instance in self.repository.due(status, now):
+            for instance in self._read(report, "stuck", self.repository.due, status, now):
                 self._guarded(report, "stuck", instance, lambda i: self._flag_stuck(i, report))
-        for instance in self.repository.live(InstanceStatus.STOPPING):
+        stopping = InstanceStatus.STOPPING
+        for instance in self._read(report, "confirm", self.repository.live, stopping):
             self._guarded(
                 report, "confirm", instance, lambda i: self._confirm_stop(i, now, report)
             )
@@ -70,10 +73,12 @@ class Reaper:
         self.repository.save(instance.with_cost_accrued(now), expected_status=instance.status)
         report.accrued += 1
 
-    def _stop_idle(self, instance: Instance, report: TickReport) -> None:
+    def _stop_idle(self, instance: Instance, now: datetime, report: TickReport) -> None:
         fresh = self.repository.get(instance.id)  # accrual bumped its version
         if fresh is None or fresh.status not in IN_SERVICE_STATUSES:
             return
+        if fresh.idle_deadline() > now:
+            return  # a heartbeat arrived after the index was read: not idle after all
         self.lifecycle.begin_termination(fresh, IDLE_TIMEOUT_REASON)
         report.terminated_idle.append(fresh.id)
 
@@ -94,6 +99,18 @@ class Reaper:
         elif confirmed.is_stuck(now, self.policy):
             self.lifecycle.fail(confirmed, "stuck_in_stopping")
             report.marked_stuck.append(confirmed.id)
+
+    @staticmethod
+    def _read(
+        report: TickReport, what: str, query: Callable[..., Iterable[Instance]], *args: Any
+    ) -> list[Instance]:
+        # An unreadable item or a failed query costs this pass, not the whole tick.
+        try:
+            return list(query(*args))
+        except Exception:
+            logger.exception("reaper could not read the instances to %s", what)
+            report.failures[f"read-{what}"] += 1
+            return []
 
     @staticmethod
     def _guarded(report: TickReport, what: str, instance: Instance, action) -> None:

@@ -32,6 +32,10 @@ class LifecycleSteps:
     def launch(self, state: WorkflowState) -> WorkflowState:
         instance = self._load(state)
         if instance.status is not InstanceStatus.PROVISIONING:
+            if instance.status.is_terminal:
+                # A retry after an earlier attempt launched, lost the race with a stop, and
+                # failed to clean up: nothing else looks at finished records, so release by tag.
+                self.lifecycle.release_cloud_resources(instance)
             return _stopped(state)
         provider = self.lifecycle.providers.get(instance.provider)
         view = provider.launch(
@@ -129,8 +133,13 @@ class LifecycleSteps:
         """The Catch target: the record goes to ERROR with the reason, its machine released."""
         instance = self._load(state)
         reason = failure_reason(state.get("error") or {})
-        if instance.status.is_live and instance.status is not InstanceStatus.STOPPING:
+        if instance.status in (InstanceStatus.PROVISIONING, InstanceStatus.CONFIGURING):
             self.lifecycle.fail(instance, reason)
+        elif instance.status.is_terminal:
+            # Finished meanwhile (stopped and confirmed): make sure no machine outlives it.
+            self.lifecycle.release_cloud_resources(instance)
+        # READY/RUNNING: the workflow failed after its work was done (e.g. MarkReady's Lambda
+        # timed out after writing READY); the instance is healthy and stays in service.
         return {**state, "failed": True, "reason": reason}
 
     # -- helpers --------------------------------------------------------------------

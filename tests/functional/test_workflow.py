@@ -189,3 +189,44 @@ def test_a_deployment_without_its_state_machine_refuses_to_provision_and_writes_
     assert (status, body["error"]) == (503, "not_configured")
     assert "LIFECYCLE_STATE_MACHINE_ARN" in body["message"]
     assert api.call("GET", "/api/instances")[1]["items"] == []
+
+
+def test_a_workflow_failing_after_ready_leaves_the_healthy_instance_in_service(api, aws):
+    import app
+
+    instance = api.provision()
+    aws.wait_for_workflows()
+
+    # As if MarkReady's Lambda timed out after writing READY and Catch ran RecordError.
+    app.record_instance_error(
+        {"instanceId": instance["id"], "error": {"Error": "Sandbox.Timedout", "Cause": ""}}, None
+    )
+
+    assert api.get(instance["id"])["status"] == "READY"
+    [machine] = ec2_instances_for(instance["id"])
+    assert machine["State"]["Name"] == "running"
+
+
+def test_a_launch_retried_after_its_record_finished_releases_the_machine_it_made(
+    api, aws, faults
+):
+    import app
+
+    faults.answer("stepfunctions", "StartExecution", {"executionArn": "arn:lost", "startDate": 0})
+    _, instance, _ = api.call("POST", "/api/instances", body={"instanceType": "g4dn.xlarge"})
+    api.call("DELETE", f"/api/instances/{instance['id']}")
+    api.tick()  # no machine yet: the stop is confirmed at once
+    assert api.get(instance["id"])["status"] == "TERMINATED"
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    late = ec2.run_instances(  # the first launch attempt's machine, landing after all that
+        ImageId=aws.settings.ec2.ami_id, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [
+            {"Key": RECORD_ID_TAG, "Value": instance["id"]},
+        ]}],
+    )["Instances"][0]["InstanceId"]
+
+    result = app.launch_instance({"instanceId": instance["id"]}, None)  # the Retry
+
+    assert result["stopped"] is True
+    [machine] = ec2_instances_for(instance["id"])
+    assert (machine["InstanceId"], machine["State"]["Name"]) == (late, "terminated")
