@@ -88,24 +88,6 @@ def _client_token(record_id: str) -> str:
     return hashlib.sha256(record_id.encode()).hexdigest()[:64]
 
 
-def default_client_factory() -> Callable[[str], Any]:
-    """A factory building one EC2 client per region on first use, then reusing it."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=15
-    )
-    clients: dict[str, Any] = {}
-
-    def client_for(region: str) -> Any:
-        if region not in clients:
-            clients[region] = boto3.client("ec2", region_name=region, config=config)
-        return clients[region]
-
-    return client_for
-
-
 class Ec2Provider:
     name = "aws"
 
