@@ -178,3 +178,21 @@ def api(aws: EmulatedAws) -> Iterator[Api]:
 
     with Client(app.app) as client:
         yield Api(client)
+
+
+@pytest.fixture
+def untracked_machine(aws: EmulatedAws) -> Callable[[str], str]:
+    """Launches an EC2 machine tagged for a record behind the service's back, as a launch
+    that reached the cloud but never got its id stored would; returns its instance id."""
+    from chalicelib.providers.base import RECORD_ID_TAG
+
+    def launch(record_id: str) -> str:
+        ec2 = boto3.client("ec2", region_name=aws.settings.region)
+        return ec2.run_instances(
+            ImageId=aws.settings.ec2.ami_id, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                {"Key": RECORD_ID_TAG, "Value": record_id},
+            ]}],
+        )["Instances"][0]["InstanceId"]
+
+    return launch

@@ -29,10 +29,6 @@ TERMINAL_STATUSES = frozenset({InstanceStatus.TERMINATED, InstanceStatus.ERROR})
 LIVE_STATUSES = tuple(s for s in InstanceStatus if s not in TERMINAL_STATUSES)
 # States in which the instance is booted and may be used; its idle clock runs.
 IN_SERVICE_STATUSES = frozenset({InstanceStatus.READY, InstanceStatus.RUNNING})
-# States a workflow or the reaper is expected to move on from within a bounded time.
-TRANSITIONAL_STATUSES = frozenset(
-    {InstanceStatus.PROVISIONING, InstanceStatus.CONFIGURING, InstanceStatus.STOPPING}
-)
 
 ALLOWED_TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
     InstanceStatus.PROVISIONING: frozenset(

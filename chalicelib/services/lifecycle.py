@@ -72,38 +72,36 @@ class Lifecycle:
         """Live -> STOPPING, then ask the cloud to delete the machine (billing ends there)."""
         stopping = self.move(instance, InstanceStatus.STOPPING, reason)
         try:
-            released = self.release_cloud_resources(stopping)
+            return self._release_and_store(stopping)
         except CloudProviderError:
             # The stop is recorded; the reaper asks the cloud again on its next tick.
             logger.exception("terminate request for %s failed; the reaper retries", instance.id)
             return stopping
-        if released == stopping:
-            return stopping
-        return self.repository.save(released, expected_status=InstanceStatus.STOPPING)
 
     def confirm_termination(self, instance: Instance) -> Instance:
         """STOPPING -> TERMINATED once the cloud says the machine is gone."""
-        if instance.billing_ended_at is None:
+        asked_now = instance.billing_ended_at is None
+        if asked_now:
             # No delete was accepted yet (the API only records the stop, or an earlier request
             # failed): ask now. With no id on the record, the tag finds a machine whose launch
             # raced the stop, so none is left running unrecorded.
-            released = self.release_cloud_resources(instance)
-            if released != instance:
-                instance = self.repository.save(released, expected_status=instance.status)
+            instance = self._release_and_store(instance)
         if instance.cloud_resource_id is not None:
-            view = self.providers.get(instance.provider).describe(
-                instance.cloud_resource_id, instance.region
-            )
-            if view.state is CloudState.TERMINATED:
-                return self.move(instance, InstanceStatus.TERMINATED, instance.status_reason)
-            if view.state is not CloudState.TERMINATING:
-                # The cloud accepted a delete earlier but the machine is still there (an
-                # asynchronous delete that failed): ask again rather than wait for ever.
-                self.providers.get(instance.provider).terminate(
-                    instance.cloud_resource_id, instance.region
-                )
-            return instance
+            provider = self.providers.get(instance.provider)
+            view = provider.describe(instance.cloud_resource_id, instance.region)
+            if view.state is not CloudState.TERMINATED:
+                if view.state is not CloudState.TERMINATING and not asked_now:
+                    # A delete accepted on an earlier tick did not take (an asynchronous
+                    # delete that failed): ask again rather than wait for ever.
+                    provider.terminate(instance.cloud_resource_id, instance.region)
+                return instance
         return self.move(instance, InstanceStatus.TERMINATED, instance.status_reason)
+
+    def _release_and_store(self, instance: Instance) -> Instance:
+        released = self.release_cloud_resources(instance)
+        if released == instance:
+            return instance
+        return self.repository.save(released, expected_status=instance.status)
 
     def fail(self, instance: Instance, reason: str) -> Instance:
         """Live -> ERROR, releasing the cloud machine first so an errored record never

@@ -206,19 +206,13 @@ def test_a_stop_the_cloud_throttles_is_retried_on_the_next_tick(api, aws, clock,
 
 
 def test_a_machine_whose_launch_raced_the_stop_is_found_by_its_tag_and_terminated(
-    api, aws, clock, faults
+    api, aws, faults, untracked_machine
 ):
     # The workflow never runs (as if its Launch died after RunInstances but before saving),
     # and the user stops the instance; the machine exists only under the record's tag.
     faults.answer("stepfunctions", "StartExecution", {"executionArn": "arn:lost", "startDate": 0})
     _, instance, _ = api.call("POST", "/api/instances", body={"instanceType": "g4dn.xlarge"})
-    ec2 = boto3.client("ec2", region_name="us-east-1")
-    orphan = ec2.run_instances(
-        ImageId=aws.settings.ec2.ami_id, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge",
-        TagSpecifications=[{"ResourceType": "instance", "Tags": [
-            {"Key": "provisioner:record-id", "Value": instance["id"]},
-        ]}],
-    )["Instances"][0]["InstanceId"]
+    orphan = untracked_machine(instance["id"])
     api.call("DELETE", f"/api/instances/{instance['id']}")
 
     api.tick()

@@ -208,7 +208,7 @@ def test_a_workflow_failing_after_ready_leaves_the_healthy_instance_in_service(a
 
 
 def test_a_launch_retried_after_its_record_finished_releases_the_machine_it_made(
-    api, aws, faults
+    api, aws, faults, untracked_machine
 ):
     import app
 
@@ -217,13 +217,7 @@ def test_a_launch_retried_after_its_record_finished_releases_the_machine_it_made
     api.call("DELETE", f"/api/instances/{instance['id']}")
     api.tick()  # no machine yet: the stop is confirmed at once
     assert api.get(instance["id"])["status"] == "TERMINATED"
-    ec2 = boto3.client("ec2", region_name="us-east-1")
-    late = ec2.run_instances(  # the first launch attempt's machine, landing after all that
-        ImageId=aws.settings.ec2.ami_id, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge",
-        TagSpecifications=[{"ResourceType": "instance", "Tags": [
-            {"Key": RECORD_ID_TAG, "Value": instance["id"]},
-        ]}],
-    )["Instances"][0]["InstanceId"]
+    late = untracked_machine(instance["id"])  # the first launch's, landing after all that
 
     result = app.launch_instance({"instanceId": instance["id"]}, None)  # the Retry
 

@@ -9,7 +9,6 @@ from chalicelib.domain.states import (
     IN_SERVICE_STATUSES,
     LIVE_STATUSES,
     TERMINAL_STATUSES,
-    TRANSITIONAL_STATUSES,
     InstanceStatus,
     check_transition,
 )
@@ -74,8 +73,11 @@ def test_only_ready_and_running_instances_are_in_service():
     assert set(IN_SERVICE_STATUSES) == {S.READY, S.RUNNING}
 
 
-def test_provisioning_configuring_and_stopping_are_transitional():
-    assert set(TRANSITIONAL_STATUSES) == {S.PROVISIONING, S.CONFIGURING, S.STOPPING}
+def test_only_provisioning_configuring_and_stopping_can_be_stuck():
+    from chalicelib.domain.instance import LifecyclePolicy
+
+    limited = {status for status in S if LifecyclePolicy().limit_for(status) is not None}
+    assert limited == {S.PROVISIONING, S.CONFIGURING, S.STOPPING}
 
 
 def test_status_values_are_their_upper_case_names():
