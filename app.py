@@ -145,6 +145,14 @@ def record_instance_error(event: dict, context: Any) -> dict:
     return bootstrap.container().steps.record_error(event)
 
 
+# -- release workflow step (chalicelib/workflow/release.asl.json) --------------------------
+
+
+@app.lambda_function(name="release_instance")
+def release_instance(event: dict, context: Any) -> dict:
+    return dict(bootstrap.container().release_steps.release(event))
+
+
 # -- scheduled tick ---------------------------------------------------------------------
 
 

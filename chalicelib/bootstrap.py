@@ -83,13 +83,16 @@ class Container:
                     clients[region] = self.aws_client("ec2", region)
                 return clients[region]
 
-            return Ec2Provider(self.settings.ec2, ec2_client)
+            return Ec2Provider(self.settings.ec2, ec2_client, self.settings.deployment_name)
 
         def azure() -> Any:
             # Builds no client and imports no Azure SDK: that waits for the first Azure call.
             from chalicelib.providers.azure_compute import AzureComputeProvider
 
-            return AzureComputeProvider(self.settings.azure, self._azure_connection)
+            return AzureComputeProvider(
+                self.settings.azure, self._azure_connection,
+                deployment=self.settings.deployment_name,
+            )
 
         return ProviderRegistry(
             factories={"aws": aws, "azure": azure},
@@ -119,6 +122,25 @@ class Container:
         )
 
     @cached_property
+    def release_workflow(self) -> Any:
+        from chalicelib.workflow.stepfunctions import StepFunctionsWorkflowStarter
+
+        if not self.settings.release_state_machine_arn:
+            raise ServiceNotConfiguredError(
+                "Stopping at once is unavailable: RELEASE_STATE_MACHINE_ARN is not set."
+            )
+        return StepFunctionsWorkflowStarter(
+            self.aws_client("stepfunctions"), self.settings.release_state_machine_arn
+        )
+
+    @cached_property
+    def leases(self) -> Any:
+        from chalicelib.persistence.control import DynamoDbLeases, configure_control_model
+
+        configure_control_model(self.settings.control_table_name, self.settings.region)
+        return DynamoDbLeases()
+
+    @cached_property
     def lifecycle(self) -> Any:
         from chalicelib.services.lifecycle import Lifecycle
 
@@ -131,10 +153,15 @@ class Container:
         return InstanceService(
             self.lifecycle,
             self.catalog,
-            _LazyWorkflow(self),
+            _LazyWorkflow(self, "workflow"),
             WorkflowTiming(
                 poll_seconds=self.settings.workflow_poll_seconds,
                 max_checks=self.settings.workflow_max_checks,
+            ),
+            _LazyWorkflow(self, "release_workflow"),
+            WorkflowTiming(
+                poll_seconds=self.settings.release_poll_seconds,
+                max_checks=self.settings.release_max_checks,
             ),
         )
 
@@ -148,20 +175,27 @@ class Container:
     def reaper(self) -> Any:
         from chalicelib.services.reaper import Reaper
 
-        return Reaper(self.lifecycle, self.settings.policy)
+        return Reaper(self.lifecycle, self.settings.policy, self.leases)
+
+    @cached_property
+    def release_steps(self) -> Any:
+        from chalicelib.services.release import ReleaseSteps
+
+        return ReleaseSteps(self.lifecycle, self.settings.policy)
 
 
 class _LazyWorkflow:
-    """Defers building the Step Functions client until an instance is actually provisioned."""
+    """Defers building the Step Functions client until a workflow is actually started."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, getter: str) -> None:
         self._container = container
+        self._getter = getter
 
     def execution_id(self, execution_name: str) -> str:
-        return self._container.workflow.execution_id(execution_name)
+        return getattr(self._container, self._getter).execution_id(execution_name)
 
     def start(self, execution_name: str, execution_input: dict[str, Any]) -> str:
-        return self._container.workflow.start(execution_name, execution_input)
+        return getattr(self._container, self._getter).start(execution_name, execution_input)
 
 
 _container: Container | None = None

@@ -19,6 +19,8 @@ LIVE_INSTANCES = "LiveInstances"
 BURN_RATE = "BurnRateUsdPerHour"
 STUCK_INSTANCES = "StuckInstances"
 REAPER_FAILURES = "ReaperFailures"
+ORPHANS_TERMINATED = "OrphansTerminated"
+TERMINATED_OUTSIDE_SERVICE = "TerminatedOutsideService"
 
 COUNT = "Count"
 NO_UNIT = "None"
@@ -70,8 +72,16 @@ def tick_records(report: TickReport, stage: str, at: datetime) -> list[dict[str,
         emf_record(
             [
                 Metric(BURN_RATE, _number(report.burn_rate_usd_per_hour), NO_UNIT),
-                Metric(STUCK_INSTANCES, len(report.marked_stuck)),
-                Metric(REAPER_FAILURES, sum(report.failures.values())),
+                # Stuck now: STOPPING past its limit (kept live, terminate re-sent) and the
+                # starting records failed this tick for being stuck.
+                Metric(
+                    STUCK_INSTANCES, report.stuck_stopping + len(report.outcome.failed_stuck)
+                ),
+                Metric(REAPER_FAILURES, sum((report.failures + report.outcome.failures).values())),
+                Metric(ORPHANS_TERMINATED, len(report.outcome.orphans_terminated)),
+                Metric(
+                    TERMINATED_OUTSIDE_SERVICE, len(report.outcome.finished_outside_service)
+                ),
             ],
             {"Stage": stage},
             at,

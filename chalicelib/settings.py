@@ -14,8 +14,25 @@ LOCAL_STAGE = "local"
 DEFAULT_STAGE = "prod"
 
 
+class SettingsError(ValueError):
+    """A setting's value cannot be used; the message names the variable."""
+
+
+def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
 def _minutes(environ: Mapping[str, str], name: str, default: int) -> timedelta:
-    return timedelta(minutes=int(environ.get(name, default)))
+    return timedelta(minutes=_integer(environ, name, default, minimum=1))
 
 
 @dataclass(frozen=True)
@@ -75,8 +92,15 @@ class Settings:
     stage: str = DEFAULT_STAGE
     region: str = "us-east-1"
     table_name: str = "instance-provisioner-instances"
+    # Leases and idempotency records (chalicelib/persistence/control.py).
+    control_table_name: str = "instance-provisioner-control"
     event_bus_name: str = "instance-provisioner"
     state_machine_arn: str | None = None
+    # The short workflow that terminates a stopped instance's machine at once.
+    release_state_machine_arn: str | None = None
+    # Tagged on every machine as provisioner:deployment; the reconciler touches only machines
+    # that carry this deployment's name (and provisioner:managed=true).
+    deployment_name: str = "instance-provisioner-prod"
     ec2: Ec2Settings = field(default_factory=Ec2Settings)
     azure: AzureSettings = field(default_factory=AzureSettings)
     policy: LifecyclePolicy = field(default_factory=LifecyclePolicy)
@@ -84,6 +108,10 @@ class Settings:
     # and how many checks a phase may take before the launch is declared failed.
     workflow_poll_seconds: int = 15
     workflow_max_checks: int = 40
+    # The release workflow checks every few seconds, for a few minutes, then leaves the
+    # record to the reaper's tick.
+    release_poll_seconds: int = 5
+    release_max_checks: int = 60
 
     @property
     def accepts_dev_tokens(self) -> bool:
@@ -93,12 +121,16 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        stage = env.get("STAGE", DEFAULT_STAGE)
         return cls(
-            stage=env.get("STAGE", DEFAULT_STAGE),
+            stage=stage,
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             table_name=env.get("INSTANCES_TABLE_NAME", cls.table_name),
+            control_table_name=env.get("CONTROL_TABLE_NAME", cls.control_table_name),
             event_bus_name=env.get("EVENT_BUS_NAME", cls.event_bus_name),
             state_machine_arn=env.get("LIFECYCLE_STATE_MACHINE_ARN") or None,
+            release_state_machine_arn=env.get("RELEASE_STATE_MACHINE_ARN") or None,
+            deployment_name=env.get("DEPLOYMENT_NAME") or f"instance-provisioner-{stage}",
             ec2=Ec2Settings(
                 ami_id=env.get("EC2_AMI_ID") or None,
                 subnet_id=env.get("EC2_SUBNET_ID") or None,
@@ -121,7 +153,10 @@ class Settings:
                 provisioning_limit=_minutes(env, "PROVISIONING_LIMIT_MINUTES", 15),
                 configuring_limit=_minutes(env, "CONFIGURING_LIMIT_MINUTES", 15),
                 stopping_limit=_minutes(env, "STOPPING_LIMIT_MINUTES", 10),
+                orphan_grace=timedelta(seconds=_integer(env, "ORPHAN_GRACE_SECONDS", 120)),
             ),
-            workflow_poll_seconds=int(env.get("WORKFLOW_POLL_SECONDS", cls.workflow_poll_seconds)),
-            workflow_max_checks=int(env.get("WORKFLOW_MAX_CHECKS", cls.workflow_max_checks)),
+            workflow_poll_seconds=_integer(env, "WORKFLOW_POLL_SECONDS", cls.workflow_poll_seconds),
+            workflow_max_checks=_integer(env, "WORKFLOW_MAX_CHECKS", cls.workflow_max_checks, 1),
+            release_poll_seconds=_integer(env, "RELEASE_POLL_SECONDS", cls.release_poll_seconds),
+            release_max_checks=_integer(env, "RELEASE_MAX_CHECKS", cls.release_max_checks, 1),
         )

@@ -13,7 +13,7 @@ import ssl
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -40,6 +40,7 @@ _ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             _GROUP + r"/Microsoft\.Compute/virtualMachines/(?P<name>[^/]+)/instanceView",
         ),
         ("virtualMachines", _GROUP + r"/Microsoft\.Compute/virtualMachines/(?P<name>[^/]+)"),
+        ("virtualMachineList", _GROUP + r"/Microsoft\.Compute/virtualMachines"),
         (
             "operation",
             r"/subscriptions/(?P<sub>[^/]+)/providers/(?P<namespace>Microsoft\.\w+)/locations/"
@@ -134,6 +135,9 @@ class ArmFake:
     nic_updating_reads: int = 0
     base_url: str = "https://127.0.0.1"
     calls: list[str] = field(default_factory=list)
+    # The time a VM's creation is stamped with (timeCreated); tests share theirs with the
+    # service so that billing from the cloud's launch time follows their clock.
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
 
     def __post_init__(self) -> None:
         self.subnet_id = (
@@ -176,6 +180,12 @@ class ArmFake:
     def nic_names(self) -> list[str]:
         with self._lock:
             return sorted(nic.name for nic in self._nics.values())
+
+    def nic_model(self, name: str) -> dict[str, Any] | None:
+        """The network interface as ARM stores it, or None."""
+        with self._lock:
+            nic = self._nics.get((self.resource_group.lower(), name.lower()))
+            return self._nic_body(nic) if nic else None
 
     def vm_model(self, name: str) -> dict[str, Any] | None:
         """The VM as ARM stores it (without advancing time), or None."""
@@ -224,6 +234,8 @@ class ArmFake:
         if params["rg"].lower() != self.resource_group.lower():
             return _error(404, "ResourceGroupNotFound",
                           f"Resource group '{params['rg']}' could not be found.")
+        if name == "virtualMachineList":
+            return self._list_virtualMachines(request)
         key = (params["rg"].lower(), params["name"].lower())
         handler = getattr(self, f"_{request.method.lower()}_{name}", None)
         if handler is None:
@@ -552,7 +564,7 @@ class ArmFake:
         vm = _Vm(
             key=key, resource_id=resource_id, name=params["name"],
             location=body.get("location") or self.location, tags=body.get("tags") or {},
-            properties=properties, vm_id=str(uuid.uuid4()), created_at=_now(),
+            properties=properties, vm_id=str(uuid.uuid4()), created_at=self.clock().isoformat(),
             failure=self._provisioning_failures.pop(0) if self._provisioning_failures else None,
         )
         self._vms[key] = vm
@@ -597,6 +609,15 @@ class ArmFake:
             return self._not_found("virtualMachines", COMPUTE, params)
         expand = request.args.get("$expand", "")
         return _json(200, self._vm_body(vm, instance_view=expand.lower() == "instanceview"))
+
+    def _list_virtualMachines(self, request: Request) -> Response:
+        """Every VM of the group, one page (ARM pages with nextLink; the SDK follows it).
+        Each listed VM counts as a read of it, so time moves on for it as for a GET."""
+        if request.method != "GET":
+            return _error(405, "MethodNotAllowed", f"{request.method} is not faked on a list.")
+        listed = [self._advance(key) for key in list(self._vms)]
+        return _json(200, {"value": [self._vm_body(vm, instance_view=False)
+                                     for vm in listed if vm is not None]})
 
     def _get_instanceView(self, request: Request, key: tuple[str, str],
                           params: dict[str, str]) -> Response:

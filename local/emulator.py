@@ -12,26 +12,30 @@ import types
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from unittest import mock
 
 import boto3
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.ec2.models import instances as moto_instances
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.utils import TMP_THREADS
 
+from chalicelib.persistence.control import configure_control_model, create_control_table
 from chalicelib.persistence.dynamodb import configure_instance_model, create_instance_table
 from chalicelib.providers.azure_compute import AzureConnection
 from chalicelib.settings import AzureSettings, Ec2Settings, Settings
-from chalicelib.workflow.stepfunctions import TASK_FUNCTIONS, render_definition
+from chalicelib.workflow.stepfunctions import WORKFLOWS, WorkflowDefinition
 from local.arm_fake import ArmFake, ServedArm, served
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 APP_NAME = "instance-provisioner"
 STAGE = "local"
-STATE_MACHINE_NAME = f"{APP_NAME}-{STAGE}-lifecycle"
+# The name every machine launched by the local run is tagged with (provisioner:deployment).
+DEPLOYMENT_NAME = "local"
 MOTO_CONFIG = {
     "stepfunctions": {"execute_state_machine": True},
     "lambda": {"use_docker": False},
@@ -96,7 +100,11 @@ def step_handlers() -> dict[str, Callable[[dict, Any], Any]]:
     """The workflow's Task handlers, taken from app.py by the names the ASL binds."""
     import app
 
-    return {name: getattr(app, name) for name in TASK_FUNCTIONS.values()}
+    return {
+        name: getattr(app, name)
+        for workflow in WORKFLOWS
+        for name in workflow.task_functions.values()
+    }
 
 
 @dataclass
@@ -134,12 +142,16 @@ def emulated_aws(
     instant_retries: bool = True,
     extra_env: dict[str, str] | None = None,
     arm_port: int = 0,
+    clock: Callable[[], datetime] | None = None,
 ) -> Iterator[EmulatedAws]:
     """Start moto and the local Azure Resource Manager, create the service's AWS resources,
     and yield the matching settings.
 
     instant_retries: moto's interpreter and the Azure SDK really sleep between retries; tests
-    record the requested waits instead of spending them."""
+    record the requested waits instead of spending them.
+    clock: the time the emulated clouds stamp launches and terminations with (EC2's
+    LaunchTime and transition reasons, Azure's timeCreated); tests pass their fixed clock,
+    so that what the cloud reports and what the service computes agree."""
     retry_waits: list[float] = []
     azure_waits: list[float] = []
     with ExitStack() as stack:
@@ -158,7 +170,12 @@ def emulated_aws(
                     retrier_decl, "time", types.SimpleNamespace(sleep=retry_waits.append)
                 )
             )
-        arm = stack.enter_context(served(ArmFake(), port=arm_port))
+        fake = ArmFake()
+        if clock is not None:
+            naive = lambda: clock().astimezone(UTC).replace(tzinfo=None)  # noqa: E731
+            stack.enter_context(mock.patch.object(moto_instances, "utcnow", naive))
+            fake.clock = clock
+        arm = stack.enter_context(served(fake, port=arm_port))
         settings = provision_resources(poll_seconds, max_checks, arm)
         azure = azure_connection(arm, azure_waits.append if instant_retries else None)
         emulation = EmulatedAws(settings, router, retry_waits, arm, azure, azure_waits)
@@ -205,21 +222,15 @@ def provision_resources(poll_seconds: int, max_checks: int, arm: ServedArm) -> S
     """Create table, bus and state machine, pick an AMI and subnet for EC2, and point the
     Azure settings at the local Resource Manager."""
     base = Settings.from_env(
-        {**os.environ, "STAGE": STAGE, "AWS_REGION": REGION}
+        {"DEPLOYMENT_NAME": DEPLOYMENT_NAME, **os.environ, "STAGE": STAGE, "AWS_REGION": REGION}
     )
     configure_instance_model(base.table_name, REGION)
     create_instance_table()
+    configure_control_model(base.control_table_name, REGION)
+    create_control_table()
     events = boto3.client("events", region_name=REGION)
     events.create_event_bus(Name=base.event_bus_name)
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    state_machine_arn = sfn.create_state_machine(
-        name=STATE_MACHINE_NAME,
-        definition=render_definition(
-            {placeholder: function_arn(name) for placeholder, name in TASK_FUNCTIONS.items()}
-        ),
-        roleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/{APP_NAME}-{STAGE}-lifecycle",
-        type="STANDARD",
-    )["stateMachineArn"]
+    machines = {workflow.name: create_state_machine(workflow) for workflow in WORKFLOWS}
     ec2 = boto3.client("ec2", region_name=REGION)
     image = ec2.describe_images(
         Owners=["amazon"], Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}]
@@ -232,8 +243,11 @@ def provision_resources(poll_seconds: int, max_checks: int, arm: ServedArm) -> S
         stage=STAGE,
         region=REGION,
         table_name=base.table_name,
+        control_table_name=base.control_table_name,
         event_bus_name=base.event_bus_name,
-        state_machine_arn=state_machine_arn,
+        state_machine_arn=machines["lifecycle"],
+        release_state_machine_arn=machines["release"],
+        deployment_name=base.deployment_name,
         ec2=Ec2Settings(
             ami_id=image["ImageId"],
             subnet_id=subnet["SubnetId"],
@@ -243,4 +257,19 @@ def provision_resources(poll_seconds: int, max_checks: int, arm: ServedArm) -> S
         policy=base.policy,
         workflow_poll_seconds=poll_seconds,
         workflow_max_checks=max_checks,
+        release_poll_seconds=poll_seconds,
+        release_max_checks=max_checks,
     )
+
+
+def create_state_machine(workflow: WorkflowDefinition) -> str:
+    """The workflow's state machine, named as a deployment names it, its Tasks bound to the
+    step handlers of app.py (through the Lambda router)."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arns = {key: function_arn(name) for key, name in workflow.task_functions.items()}
+    return str(sfn.create_state_machine(
+        name=f"{APP_NAME}-{STAGE}-{workflow.name}",
+        definition=workflow.render(arns),
+        roleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/{APP_NAME}-{STAGE}-{workflow.name}",
+        type="STANDARD",
+    )["stateMachineArn"])

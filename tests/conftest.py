@@ -82,7 +82,7 @@ def faults() -> CloudFaults:
 
 @pytest.fixture
 def aws(clock: FakeClock, faults: CloudFaults) -> Iterator[EmulatedAws]:
-    with emulated_aws() as emulation:
+    with emulated_aws(clock=clock) as emulation:
         bootstrap.use(
             Container(
                 settings=emulation.settings, clock=clock, aws_client=faults.client,
@@ -184,15 +184,34 @@ def api(aws: EmulatedAws) -> Iterator[Api]:
 def untracked_machine(aws: EmulatedAws) -> Callable[[str], str]:
     """Launches an EC2 machine tagged for a record behind the service's back, as a launch
     that reached the cloud but never got its id stored would; returns its instance id."""
-    from chalicelib.providers.base import RECORD_ID_TAG
+    from chalicelib.providers.base import DEPLOYMENT_TAG, MANAGED_TAG, RECORD_ID_TAG
 
     def launch(record_id: str) -> str:
         ec2 = boto3.client("ec2", region_name=aws.settings.region)
         return ec2.run_instances(
             ImageId=aws.settings.ec2.ami_id, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge",
             TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                {"Key": MANAGED_TAG, "Value": "true"},
+                {"Key": DEPLOYMENT_TAG, "Value": aws.settings.deployment_name},
                 {"Key": RECORD_ID_TAG, "Value": record_id},
             ]}],
         )["Instances"][0]["InstanceId"]
 
     return launch
+
+
+@pytest.fixture
+def dynamodb_calls(aws: EmulatedAws) -> list[str]:
+    """The names of the DynamoDB operations the service's records make (PynamoDB's own
+    client, which CloudFaults does not build), in order."""
+    from chalicelib.persistence.dynamodb import InstanceModel
+
+    calls: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    InstanceModel._get_connection().connection.client.meta.events.register(
+        "before-call", record
+    )
+    return calls

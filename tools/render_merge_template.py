@@ -20,7 +20,7 @@ from typing import Any
 
 from chalice.utils import to_cfn_resource_name
 
-from chalicelib.workflow.stepfunctions import DEFINITION_FILE, TASK_FUNCTIONS
+from chalicelib.workflow.stepfunctions import LIFECYCLE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CHALICE_DIR = PROJECT_DIR / ".chalice"
@@ -125,10 +125,11 @@ def render(stage: str) -> dict[str, Any]:
     resources = template["Resources"]
     task_arns = {
         placeholder: {"Fn::GetAtt": [function_resource(name), "Arn"]}
-        for placeholder, name in TASK_FUNCTIONS.items()
+        for placeholder, name in LIFECYCLE.task_functions.items()
     }
-    definition = json.loads(DEFINITION_FILE.read_text())
-    missing = set(re.findall(r"\$\{(\w+)\}", DEFINITION_FILE.read_text())) - set(task_arns)
+    definition_text = LIFECYCLE.definition_file.read_text()
+    definition = json.loads(definition_text)
+    missing = set(re.findall(r"\$\{(\w+)\}", definition_text)) - set(task_arns)
     if missing:
         raise RenderError(f"No function is bound to {sorted(missing)} in TASK_FUNCTIONS.")
 

@@ -87,3 +87,10 @@ class ServiceNotConfiguredError(DomainError):
     """A setting this deployment needs for the request is missing."""
 
     code = "not_configured"
+
+
+class StoreUnavailableError(DomainError):
+    """The record store throttled or failed transiently; the same call may succeed later
+    (the workflow retries this class, the API answers 503)."""
+
+    code = "store_unavailable"

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from chalicelib.domain.states import InstanceStatus
 
 EVENT_SOURCE = "instance-provisioner"
+
+ORPHAN_TERMINATED = "Instance Orphan Terminated"
+INSTANCE_STUCK = "Instance Stuck"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One lifecycle event: its EventBridge detail-type and its JSON detail."""
+
+    detail_type: str
+    detail: dict[str, Any]
+
 
 DETAIL_TYPE_BY_STATUS: dict[InstanceStatus, str] = {
     InstanceStatus.PROVISIONING: "Instance Provisioning",

@@ -24,11 +24,25 @@ MAX_HISTORY_ENTRIES = 50
 
 @dataclass(frozen=True)
 class LifecyclePolicy:
-    """How long an instance may sit in a transitional state before the reaper calls it stuck."""
+    """How long an instance may sit in a transitional state before the reaper calls it stuck,
+    how soon an unanswered terminate is sent again, and how young a machine the reconciler
+    leaves alone."""
 
     provisioning_limit: timedelta = timedelta(minutes=15)
     configuring_limit: timedelta = timedelta(minutes=15)
     stopping_limit: timedelta = timedelta(minutes=10)
+    # A terminate the cloud did not carry out is sent again after 30 s, 60 s, 120 s, ...
+    terminate_retry_base: timedelta = timedelta(seconds=30)
+    terminate_retry_max: timedelta = timedelta(minutes=15)
+    # A machine younger than this may still be being recorded (its launch is in flight):
+    # the reconciler neither calls it an orphan nor its record's machine gone.
+    orphan_grace: timedelta = timedelta(seconds=120)
+
+    def terminate_backoff(self, attempts: int) -> timedelta:
+        """How long after the `attempts`-th terminate request the next one is due."""
+        if attempts <= 0:
+            return timedelta(0)
+        return min(self.terminate_retry_base * 2 ** (attempts - 1), self.terminate_retry_max)
 
     def limit_for(self, status: InstanceStatus) -> timedelta | None:
         return {
@@ -76,6 +90,12 @@ class Instance:
     ready_at: datetime | None = None
     terminated_at: datetime | None = None
     execution_id: str | None = None
+    # The last time the service asked the cloud to terminate the machine, and how often it
+    # has: a stop the cloud does not carry out is asked again, with backoff, until it is.
+    terminate_requested_at: datetime | None = None
+    terminate_attempts: int = 0
+    # When a STOPPING instance was first reported stuck (the alarm is raised once).
+    stuck_reported_at: datetime | None = None
     status_history: tuple[StatusChange, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     version: int | None = None
@@ -106,6 +126,21 @@ class Instance:
     def is_stuck(self, now: datetime, policy: LifecyclePolicy) -> bool:
         limit = policy.limit_for(self.status)
         return limit is not None and now >= self.status_entered_at + limit
+
+    def terminate_due(self, now: datetime, policy: LifecyclePolicy) -> bool:
+        """Whether a (new) terminate request may be sent for this stopping instance now."""
+        if self.status is not InstanceStatus.STOPPING:
+            return False
+        if self.terminate_requested_at is None:
+            return True
+        return now >= self.terminate_requested_at + policy.terminate_backoff(
+            self.terminate_attempts
+        )
+
+    def is_young(self, now: datetime, policy: LifecyclePolicy) -> bool:
+        """Launched (or, with no launch time, created) less than the grace period ago."""
+        since = self.launched_at or self.created_at
+        return now - since < policy.orphan_grace
 
     @property
     def is_billing(self) -> bool:
@@ -143,3 +178,30 @@ class Instance:
 
     def with_activity(self, now: datetime) -> Instance:
         return replace(self, last_activity_at=now, updated_at=now)
+
+    def with_terminate_requested(self, now: datetime) -> Instance:
+        return replace(
+            self,
+            terminate_requested_at=now,
+            terminate_attempts=self.terminate_attempts + 1,
+            updated_at=now,
+        )
+
+    def with_cloud_launch(self, resource_id: str, launched_at: datetime | None) -> Instance:
+        """The machine found for the record: its id, and billing from the cloud's own launch
+        time when the record has none (the write after the launch was lost)."""
+        return replace(
+            self,
+            cloud_resource_id=resource_id,
+            launched_at=self.launched_at or launched_at,
+        )
+
+    def with_billing_ended(self, at: datetime) -> Instance:
+        """Billing ends `at` (the cloud began deleting the machine, or reports it gone)."""
+        if self.launched_at is None:
+            return self
+        return replace(self, billing_ended_at=max(at, self.launched_at))
+
+    def with_billing_resumed(self) -> Instance:
+        """The cloud still runs a machine whose termination it accepted: it is billed on."""
+        return replace(self, billing_ended_at=None)

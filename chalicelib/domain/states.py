@@ -30,19 +30,14 @@ LIVE_STATUSES = tuple(s for s in InstanceStatus if s not in TERMINAL_STATUSES)
 # States in which the instance is booted and may be used; its idle clock runs.
 IN_SERVICE_STATUSES = frozenset({InstanceStatus.READY, InstanceStatus.RUNNING})
 
+# Every live status may end in ERROR, and in TERMINATED when the cloud reports the machine
+# gone (terminated outside the service: in a console, or reclaimed by the cloud).
+_ENDS = {InstanceStatus.STOPPING, InstanceStatus.TERMINATED, InstanceStatus.ERROR}
 ALLOWED_TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
-    InstanceStatus.PROVISIONING: frozenset(
-        {InstanceStatus.CONFIGURING, InstanceStatus.STOPPING, InstanceStatus.ERROR}
-    ),
-    InstanceStatus.CONFIGURING: frozenset(
-        {InstanceStatus.READY, InstanceStatus.STOPPING, InstanceStatus.ERROR}
-    ),
-    InstanceStatus.READY: frozenset(
-        {InstanceStatus.RUNNING, InstanceStatus.STOPPING, InstanceStatus.ERROR}
-    ),
-    InstanceStatus.RUNNING: frozenset(
-        {InstanceStatus.READY, InstanceStatus.STOPPING, InstanceStatus.ERROR}
-    ),
+    InstanceStatus.PROVISIONING: frozenset({InstanceStatus.CONFIGURING, *_ENDS}),
+    InstanceStatus.CONFIGURING: frozenset({InstanceStatus.READY, *_ENDS}),
+    InstanceStatus.READY: frozenset({InstanceStatus.RUNNING, *_ENDS}),
+    InstanceStatus.RUNNING: frozenset({InstanceStatus.READY, *_ENDS}),
     InstanceStatus.STOPPING: frozenset({InstanceStatus.TERMINATED, InstanceStatus.ERROR}),
     InstanceStatus.TERMINATED: frozenset(),
     InstanceStatus.ERROR: frozenset(),

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from typing import Any
 
-from chalicelib.domain.events import EVENT_SOURCE
+from chalicelib.domain.events import EVENT_SOURCE, Event
+
+logger = logging.getLogger(__name__)
+
+# PutEvents takes at most 10 entries per call.
+PUT_EVENTS_BATCH = 10
 
 
 class EventPublishError(Exception):
-    """EventBridge refused the event (it reports failures per entry, not as an exception)."""
+    """EventBridge refused an event (it reports failures per entry, not as an exception)."""
 
 
 class EventBridgePublisher:
@@ -17,20 +24,27 @@ class EventBridgePublisher:
         self._client = client
         self._bus_name = bus_name
 
-    def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
-        response = self._client.put_events(
-            Entries=[
-                {
-                    "Source": EVENT_SOURCE,
-                    "DetailType": detail_type,
-                    "Detail": json.dumps(detail, default=str),
-                    "EventBusName": self._bus_name,
-                }
-            ]
-        )
-        if response.get("FailedEntryCount", 0):
-            entry = response["Entries"][0]
-            raise EventPublishError(
-                f"{detail_type} refused by {self._bus_name}: "
-                f"{entry.get('ErrorCode')} {entry.get('ErrorMessage')}"
-            )
+    def publish_many(self, events: Sequence[Event]) -> None:
+        refused: list[str] = []
+        for start in range(0, len(events), PUT_EVENTS_BATCH):
+            batch = events[start : start + PUT_EVENTS_BATCH]
+            response = self._client.put_events(Entries=[self._entry(e) for e in batch])
+            if not response.get("FailedEntryCount", 0):
+                continue
+            for event, entry in zip(batch, response.get("Entries", []), strict=False):
+                if entry.get("ErrorCode"):
+                    logger.error(
+                        "%s refused by %s: %s %s", event.detail_type, self._bus_name,
+                        entry.get("ErrorCode"), entry.get("ErrorMessage"),
+                    )
+                    refused.append(event.detail_type)
+        if refused:
+            raise EventPublishError(f"{len(refused)} event(s) refused: {', '.join(refused)}")
+
+    def _entry(self, event: Event) -> dict[str, Any]:
+        return {
+            "Source": EVENT_SOURCE,
+            "DetailType": event.detail_type,
+            "Detail": json.dumps(event.detail, default=str),
+            "EventBusName": self._bus_name,
+        }

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from pynamodb.attributes import (
     JSONAttribute,
@@ -19,17 +21,52 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
     VersionAttribute,
 )
-from pynamodb.exceptions import PutError
+from pynamodb.exceptions import PutError, PynamoDBException
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.domain.catalog import BillingRule
-from chalicelib.domain.errors import ConcurrentUpdateError, ValidationError
+from chalicelib.domain.errors import (
+    ConcurrentUpdateError,
+    StoreUnavailableError,
+    ValidationError,
+)
 from chalicelib.domain.instance import Instance, LifecyclePolicy, StatusChange
 from chalicelib.domain.states import InstanceStatus
 from chalicelib.persistence.repository import ListQuery, Page
 
 CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
+# DynamoDB's answers that mean "not now": throttling, its own faults, a conflicting transaction.
+TRANSIENT_CODES = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+    "InternalServerError", "ServiceUnavailable", "TransactionConflictException",
+    "LimitExceededException",
+})  # fmt: skip
+
+logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def transient_store_errors(call: Callable[P, R]) -> Callable[P, R]:
+    """A PynamoDB failure that may pass (throttling, a 5xx, no connection) becomes
+    StoreUnavailableError, which the workflow retries; DynamoDB's own text (it names the
+    table and the role) goes to the logs, never into the error."""
+
+    @functools.wraps(call)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return call(*args, **kwargs)
+        except PynamoDBException as error:
+            code = error.cause_response_code
+            if code is not None and code not in TRANSIENT_CODES:
+                raise
+            logger.warning("record store call %s failed (%s): %s", call.__name__, code, error)
+            raise StoreUnavailableError(
+                f"The record store is unavailable ({code or 'no connection'}); try again."
+            ) from error
+
+    return guarded
 
 
 class UserIndex(GlobalSecondaryIndex["InstanceModel"]):
@@ -107,6 +144,9 @@ class InstanceModel(Model):
     ready_at = UTCDateTimeAttribute(null=True)
     terminated_at = UTCDateTimeAttribute(null=True)
     execution_id = UnicodeAttribute(null=True)
+    terminate_requested_at = UTCDateTimeAttribute(null=True)
+    terminate_attempts = NumberAttribute(default=0)
+    stuck_reported_at = UTCDateTimeAttribute(null=True)
     status_history = ListAttribute(of=StatusChangeMap, default=list)
     metadata = JSONAttribute(default=dict)
     live_status = UnicodeAttribute(null=True)
@@ -174,6 +214,9 @@ def _to_model(instance: Instance, policy: LifecyclePolicy) -> InstanceModel:
         ready_at=instance.ready_at,
         terminated_at=instance.terminated_at,
         execution_id=instance.execution_id,
+        terminate_requested_at=instance.terminate_requested_at,
+        terminate_attempts=instance.terminate_attempts,
+        stuck_reported_at=instance.stuck_reported_at,
         status_history=[
             StatusChangeMap(status=c.status.value, at=c.at, reason=c.reason)
             for c in instance.status_history
@@ -222,6 +265,9 @@ def _to_instance(model: InstanceModel) -> Instance:
         ready_at=model.ready_at,
         terminated_at=model.terminated_at,
         execution_id=model.execution_id,
+        terminate_requested_at=model.terminate_requested_at,
+        terminate_attempts=int(model.terminate_attempts or 0),
+        stuck_reported_at=model.stuck_reported_at,
         status_history=tuple(
             StatusChange(InstanceStatus(c.status), c.at, c.reason) for c in model.status_history
         ),
@@ -286,6 +332,7 @@ class DynamoDbInstanceRepository:
     def __init__(self, policy: LifecyclePolicy) -> None:
         self._policy = policy
 
+    @transient_store_errors
     def add(self, instance: Instance) -> Instance:
         model = _to_model(instance, self._policy)
         try:
@@ -296,12 +343,14 @@ class DynamoDbInstanceRepository:
             raise
         return _to_instance(model)
 
+    @transient_store_errors
     def get(self, instance_id: str) -> Instance | None:
         try:
             return _to_instance(InstanceModel.get(instance_id, consistent_read=True))
         except InstanceModel.DoesNotExist:
             return None
 
+    @transient_store_errors
     def save(self, instance: Instance, expected_status: InstanceStatus) -> Instance:
         model = _to_model(instance, self._policy)
         try:
@@ -316,6 +365,7 @@ class DynamoDbInstanceRepository:
             raise
         return _to_instance(model)
 
+    @transient_store_errors
     def list(self, query: ListQuery) -> Page:
         filters = []
         if query.status is not None:
@@ -355,9 +405,9 @@ class DynamoDbInstanceRepository:
         items = [_to_instance(m) for m in results]
         return Page(items, encode_cursor(results.last_evaluated_key, query))
 
-    def live(self, status: InstanceStatus) -> Iterator[Instance]:
-        for model in InstanceModel.live_index.query(status.value):
-            yield _to_instance(model)
+    @transient_store_errors
+    def live(self, status: InstanceStatus) -> list[Instance]:
+        return [_to_instance(m) for m in InstanceModel.live_index.query(status.value)]
 
     def due(self, status: InstanceStatus, now: datetime) -> Iterator[Instance]:
         for model in InstanceModel.live_index.query(

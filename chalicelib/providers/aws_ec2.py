@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+import logging
+import re
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import (
@@ -15,6 +18,7 @@ from botocore.exceptions import (
 )
 
 from chalicelib.providers.base import (
+    DEPLOYMENT_TAG,
     MANAGED_TAG,
     RECORD_ID_TAG,
     TASK_ID_TAG,
@@ -22,14 +26,19 @@ from chalicelib.providers.base import (
     CloudCapacityError,
     CloudConfigurationError,
     CloudInstanceView,
+    CloudMachine,
     CloudProviderError,
+    CloudSnapshot,
     CloudState,
     CloudThrottlingError,
     LaunchRequest,
+    as_utc,
 )
 from chalicelib.settings import Ec2Settings
 
 __all__ = ["MANAGED_TAG", "RECORD_ID_TAG", "TASK_ID_TAG", "USER_ID_TAG", "Ec2Provider"]
+
+logger = logging.getLogger(__name__)
 
 # States in which an instance still belongs to its record; shutting-down/terminated ones
 # are on their way out and must not stop a new launch.
@@ -43,6 +52,13 @@ _STATES = {
     "terminated": CloudState.TERMINATED,
 }
 _NOT_FOUND = "InvalidInstanceID.NotFound"
+# TerminateInstances takes up to 1,000 ids and AWS recommends smaller batches; a filter takes
+# up to 200 values.
+TERMINATE_BATCH = 200
+FILTER_VALUES = 200
+# "User initiated (2026-03-02 09:00:00 GMT)": the time of a termination asked for by anyone
+# (moto writes UTC where EC2 writes GMT).
+_TRANSITION_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (?:GMT|UTC)\)")
 _THROTTLING_CODES = (
     "RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled",
     "Client.RequestLimitExceeded",
@@ -77,8 +93,10 @@ def _translated(action: str) -> Iterator[None]:
         error = exc.response.get("Error", {})
         code = error.get("Code") or "Unknown"
         error_class = _ERRORS_BY_CODE.get(code, CloudProviderError)
-        message = f"EC2 {action} failed ({code}): {error.get('Message') or 'no message'}"
-        raise error_class(message, cloud_code=code) from exc
+        # AWS's own text can name roles, accounts and resources: it goes to the logs only,
+        # and the error (which may reach a record's statusReason) carries just the code.
+        logger.warning("EC2 %s failed (%s): %s", action, code, error.get("Message"))
+        raise error_class(f"EC2 {action} failed ({code})", cloud_code=code) from exc
 
 
 def _client_token(record_id: str) -> str:
@@ -91,9 +109,12 @@ def _client_token(record_id: str) -> str:
 class Ec2Provider:
     name = "aws"
 
-    def __init__(self, settings: Ec2Settings, client_factory: Callable[[str], Any]) -> None:
+    def __init__(
+        self, settings: Ec2Settings, client_factory: Callable[[str], Any], deployment: str
+    ) -> None:
         self._settings = settings
         self._client_for = client_factory
+        self._deployment = deployment
 
     def launch(self, request: LaunchRequest) -> CloudInstanceView:
         if not self._settings.ami_id:
@@ -104,6 +125,7 @@ class Ec2Provider:
             return existing
         tags = {
             MANAGED_TAG: "true",
+            DEPLOYMENT_TAG: self._deployment,
             RECORD_ID_TAG: request.record_id,
             USER_ID_TAG: request.user_id,
             "Name": f"instance-provisioner-{request.record_id}",
@@ -119,7 +141,8 @@ class Ec2Provider:
             "ClientToken": _client_token(request.record_id),
             "MetadataOptions": {"HttpTokens": "required"},
             "TagSpecifications": [
-                {"ResourceType": kind, "Tags": tag_list} for kind in ("instance", "volume")
+                {"ResourceType": kind, "Tags": tag_list}
+                for kind in ("instance", "volume", "network-interface")
             ],
         }
         if self._settings.subnet_id:
@@ -150,6 +173,7 @@ class Ec2Provider:
     def find_for_record(self, record_id: str, region: str) -> CloudInstanceView | None:
         client = self._client_for(region)
         filters = [
+            *self._managed_filters(),
             {"Name": f"tag:{RECORD_ID_TAG}", "Values": [record_id]},
             {"Name": "instance-state-name", "Values": _LIVE_STATES},
         ]
@@ -158,13 +182,88 @@ class Ec2Provider:
         instances = [i for r in reservations for i in r.get("Instances", [])]
         return self._view(client, instances[0]) if instances else None
 
-    def terminate(self, resource_id: str, region: str) -> None:
+    def terminate(self, resource_id: str, region: str) -> CloudState:
+        return self.terminate_many([resource_id], region)[resource_id]
+
+    def terminate_many(self, resource_ids: Collection[str], region: str) -> dict[str, CloudState]:
+        ids = list(dict.fromkeys(resource_ids))
+        states: dict[str, CloudState] = {}
+        for start in range(0, len(ids), TERMINATE_BATCH):
+            states.update(self._terminate_batch(ids[start : start + TERMINATE_BATCH], region))
+        return states
+
+    def _terminate_batch(self, ids: list[str], region: str) -> dict[str, CloudState]:
+        client = self._client_for(region)
         try:
             with _translated("TerminateInstances"):
-                self._client_for(region).terminate_instances(InstanceIds=[resource_id])
+                answer = client.terminate_instances(InstanceIds=ids)
         except CloudProviderError as exc:
             if exc.cloud_code != _NOT_FOUND:
                 raise
+            if len(ids) == 1:
+                return {ids[0]: CloudState.TERMINATED}
+            # One unknown id fails the whole call and terminates nothing: go one by one.
+            states: dict[str, CloudState] = {}
+            for resource_id in ids:
+                states.update(self._terminate_batch([resource_id], region))
+            return states
+        reported = {
+            item["InstanceId"]: _STATES.get(item["CurrentState"]["Name"], CloudState.PENDING)
+            for item in answer.get("TerminatingInstances", [])
+        }
+        # An id the answer leaves out was accepted all the same; the next look will tell.
+        return {r: reported.get(r, CloudState.TERMINATING) for r in ids}
+
+    def snapshot(
+        self, region: str, resource_ids: Collection[str], include_managed: bool = True
+    ) -> CloudSnapshot:
+        client = self._client_for(region)
+        managed = (
+            [self._machine(i) for i in self._describe_all(client, self._managed_filters())]
+            if include_managed else []
+        )
+        by_id = {m.resource_id: m for m in managed}
+        unseen = [r for r in dict.fromkeys(resource_ids) if r not in by_id]
+        for start in range(0, len(unseen), FILTER_VALUES):
+            chunk = unseen[start : start + FILTER_VALUES]
+            # A filter, unlike InstanceIds, does not fail the call for an id EC2 has forgotten.
+            for instance in self._describe_all(client, [{"Name": "instance-id", "Values": chunk}]):
+                machine = self._machine(instance)
+                by_id[machine.resource_id] = machine
+        return CloudSnapshot(managed=tuple(managed), by_id=by_id)
+
+    def _managed_filters(self) -> list[dict[str, Any]]:
+        return [
+            {"Name": f"tag:{MANAGED_TAG}", "Values": ["true"]},
+            {"Name": f"tag:{DEPLOYMENT_TAG}", "Values": [self._deployment]},
+        ]
+
+    @staticmethod
+    def _describe_all(client: Any, filters: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        with _translated("DescribeInstances"):
+            pages = client.get_paginator("describe_instances").paginate(
+                Filters=filters, PaginationConfig={"PageSize": 1000}
+            )
+            for page in pages:
+                for reservation in page.get("Reservations", []):
+                    yield from reservation.get("Instances", [])
+
+    @staticmethod
+    def _machine(instance: dict[str, Any]) -> CloudMachine:
+        tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+        state = _STATES.get(instance["State"]["Name"], CloudState.PENDING)
+        gone_at = None
+        if not state.is_present:
+            found = _TRANSITION_TIME.search(instance.get("StateTransitionReason") or "")
+            if found:
+                gone_at = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        return CloudMachine(
+            resource_id=instance["InstanceId"],
+            state=state,
+            record_id=tags.get(RECORD_ID_TAG),
+            launched_at=as_utc(instance.get("LaunchTime")),
+            gone_at=gone_at,
+        )
 
     def _view(self, client: Any, instance: dict[str, Any]) -> CloudInstanceView:
         state = _STATES.get(instance["State"]["Name"], CloudState.PENDING)
@@ -180,6 +279,7 @@ class Ec2Provider:
             private_ip=instance.get("PrivateIpAddress"),
             public_ip=instance.get("PublicIpAddress"),
             detail={"stateReason": reason} if reason else {},
+            launched_at=as_utc(instance.get("LaunchTime")),
         )
 
     def _checks_ok(self, client: Any, instance_id: str) -> bool:
@@ -198,3 +298,4 @@ class Ec2Provider:
             and s.get("SystemStatus", {}).get("Status") == "ok"
             for s in statuses
         )
+

@@ -8,12 +8,13 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.providers.base import (
+    DEPLOYMENT_TAG,
     MANAGED_TAG,
     RECORD_ID_TAG,
     TASK_ID_TAG,
@@ -22,10 +23,13 @@ from chalicelib.providers.base import (
     CloudConfigurationError,
     CloudInstanceView,
     CloudLaunchFailedError,
+    CloudMachine,
     CloudProviderError,
+    CloudSnapshot,
     CloudState,
     CloudThrottlingError,
     LaunchRequest,
+    as_utc,
 )
 from chalicelib.settings import AzureSettings
 
@@ -125,9 +129,9 @@ def _translated(action: str) -> Iterator[None]:
             if exc.status_code == 429:
                 error_class = CloudThrottlingError
             message = getattr(getattr(exc, "error", None), "message", None) or exc.reason
-            raise error_class(
-                f"Azure {action} failed ({code}): {message or 'no message'}", cloud_code=code
-            ) from exc
+            # Azure's text names subscriptions and resource ids: logs only, the code travels.
+            logger.warning("Azure %s failed (%s): %s", action, code, message)
+            raise error_class(f"Azure {action} failed ({code})", cloud_code=code) from exc
         if isinstance(exc, AzureError):
             name = type(exc).__name__
             raise CloudProviderError(
@@ -145,12 +149,12 @@ def _provisioning_failure(statuses: list[Any]) -> CloudProviderError:
         if code.lower().startswith("provisioningstate/failed"):
             cloud_code = code.split("/", 2)[2] if code.count("/") >= 2 else "ProvisioningFailed"
             message = getattr(status, "message", None) or getattr(status, "display_status", "")
+            logger.warning("Azure VM provisioning failed (%s): %s", cloud_code, message)
             error_class = _ERRORS_BY_CODE.get(cloud_code.lower(), CloudLaunchFailedError)
             if error_class is CloudThrottlingError:
                 error_class = CloudLaunchFailedError  # retrying the check would not help
             return error_class(
-                f"Azure VM provisioning failed ({cloud_code}): {message or 'no message'}",
-                cloud_code=cloud_code,
+                f"Azure VM provisioning failed ({cloud_code})", cloud_code=cloud_code
             )
     return CloudLaunchFailedError(
         "Azure VM provisioning failed (ProvisioningFailed): the instance view names no code",
@@ -169,8 +173,15 @@ def _agent_ready(instance_view: Any) -> bool:
 class AzureComputeProvider:
     name = "azure"
 
-    def __init__(self, settings: AzureSettings, connection: AzureConnection | None = None) -> None:
+    def __init__(
+        self,
+        settings: AzureSettings,
+        connection: AzureConnection | None = None,
+        *,
+        deployment: str,
+    ) -> None:
         self._settings = settings
+        self._deployment = deployment
         self._connection = connection or AzureConnection()
         self._clients: Any = None
         self._lock = threading.Lock()
@@ -187,6 +198,7 @@ class AzureComputeProvider:
 
         tags = {
             MANAGED_TAG: "true",
+            DEPLOYMENT_TAG: self._deployment,
             RECORD_ID_TAG: request.record_id,
             USER_ID_TAG: request.user_id,
         }
@@ -235,19 +247,71 @@ class AzureComputeProvider:
 
     def find_for_record(self, record_id: str, region: str) -> CloudInstanceView | None:
         vm = self._get_vm(str(self._settings.resource_group), resource_names(record_id)[0])
-        return self._view(vm) if vm is not None else None
+        if vm is None or not self._is_managed(vm):
+            return None
+        return self._view(vm)
 
-    def terminate(self, resource_id: str, region: str) -> None:
+    def terminate(self, resource_id: str, region: str) -> CloudState:
         group, name = self._locate(resource_id)
         arm = self._arm()
         from azure.core.exceptions import ResourceNotFoundError
 
         with _translated("VM deletion"):
             try:
-                # Not awaited: the reaper confirms the deletion when the VM answers 404.
+                # Not awaited: the workflow or the reaper confirms the deletion (a 404).
                 arm.compute.virtual_machines.begin_delete(group, name, polling=False)
             except ResourceNotFoundError:
-                return  # already gone (Resource Manager answers 204 or 404 for that)
+                return CloudState.TERMINATED  # Resource Manager answers 204 or 404 for that
+        return CloudState.TERMINATING
+
+    def terminate_many(self, resource_ids: Collection[str], region: str) -> dict[str, CloudState]:
+        # Resource Manager has no batch delete for VMs: one DELETE each.
+        return {r: self.terminate(r, region) for r in dict.fromkeys(resource_ids)}
+
+    def snapshot(
+        self, region: str, resource_ids: Collection[str], include_managed: bool = True
+    ) -> CloudSnapshot:
+        """One listing of the resource group (paged): every VM in it, so a VM asked about and
+        not listed is gone. The listing carries no power state (Resource Manager expands the
+        instance view of a list only for a scale set), so a provisioned VM counts as running:
+        present and billed, which is all the reconciler needs to know. Without
+        `include_managed`, one read of each VM asked about instead."""
+        if not include_managed:
+            by_id = {}
+            for resource_id in dict.fromkeys(resource_ids):
+                vm = self._get_vm(*self._locate(resource_id))
+                if vm is not None:
+                    by_id[resource_id] = self._machine(vm)
+            return CloudSnapshot(managed=(), by_id=by_id)
+        group = str(self._settings.resource_group)
+        with _translated("VM listing"):
+            vms = list(self._arm().compute.virtual_machines.list(group))
+        machines = [self._machine(vm) for vm in vms]
+        managed = tuple(m for m, vm in zip(machines, vms, strict=True) if self._is_managed(vm))
+        by_id = {m.resource_id.lower(): m for m in machines}
+        wanted = {r.lower(): r for r in resource_ids}
+        found = {original: by_id[key] for key, original in wanted.items() if key in by_id}
+        listed = {m.resource_id: m for m in managed}
+        return CloudSnapshot(managed=managed, by_id={**listed, **found})
+
+    def _is_managed(self, vm: Any) -> bool:
+        tags = dict(getattr(vm, "tags", None) or {})
+        return tags.get(MANAGED_TAG) == "true" and tags.get(DEPLOYMENT_TAG) == self._deployment
+
+    @staticmethod
+    def _machine(vm: Any) -> CloudMachine:
+        provisioning = _text(vm.provisioning_state).lower()
+        state = {
+            "deleting": CloudState.TERMINATING,
+            "failed": CloudState.FAILED,
+            "creating": CloudState.PENDING,
+        }.get(provisioning, CloudState.RUNNING)
+        return CloudMachine(
+            resource_id=str(vm.id),
+            state=state,
+            record_id=dict(getattr(vm, "tags", None) or {}).get(RECORD_ID_TAG),
+            launched_at=as_utc(getattr(vm, "time_created", None)),
+        )
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -317,6 +381,7 @@ class AzureComputeProvider:
             public_ip=None,  # the service attaches no public IP: the subnet decides reachability
             detail=detail,
             failure=failure,
+            launched_at=as_utc(getattr(vm, "time_created", None)),
         )
 
     def _private_ip(self, vm: Any) -> str | None:
@@ -344,3 +409,4 @@ class AzureComputeProvider:
                 )
         except CloudProviderError:
             logger.warning("could not delete network interface %s; it is unused", nic_name)
+

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
+# Re-exported: the adapters speak the domain's words for what a cloud reports.
+from chalicelib.domain.cloud import CloudMachine as CloudMachine
+from chalicelib.domain.cloud import CloudSnapshot as CloudSnapshot
+from chalicelib.domain.cloud import CloudState as CloudState
 from chalicelib.domain.errors import DomainError
 
 # Tags every provider puts on what it creates, so a machine can be traced to its record.
+# Only machines carrying MANAGED_TAG=true and this deployment's DEPLOYMENT_TAG are ever touched
+# by the reconciler; anything else in the account is left alone, whatever else it carries.
 MANAGED_TAG = "provisioner:managed"
+DEPLOYMENT_TAG = "provisioner:deployment"
 RECORD_ID_TAG = "provisioner:record-id"
 USER_ID_TAG = "provisioner:user-id"
 TASK_ID_TAG = "provisioner:task-id"
-
-
-class CloudState(StrEnum):
-    """What the cloud says of a machine, in words common to every provider."""
-
-    PENDING = "pending"  # accepted, not yet running
-    RUNNING = "running"
-    STOPPED = "stopped"  # exists but is powered off
-    TERMINATING = "terminating"  # deletion accepted, not yet gone
-    TERMINATED = "terminated"  # gone, or never existed
-    FAILED = "failed"  # the cloud gave up on it
 
 
 @dataclass(frozen=True)
@@ -44,6 +41,8 @@ class CloudInstanceView:
     private_ip: str | None = None
     public_ip: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    # When the cloud accepted the launch (EC2 LaunchTime, Azure timeCreated), if it says.
+    launched_at: datetime | None = None
     # Why the cloud gave up on the machine (state FAILED), as the error its code maps to, for
     # a cloud that reports a launch failure after accepting the launch (Azure's async errors).
     failure: CloudProviderError | None = None
@@ -64,8 +63,22 @@ class CloudProvider(Protocol):
         """The live machine tagged with the record id, if the cloud has one."""
         ...
 
-    def terminate(self, resource_id: str, region: str) -> None:
-        """Ask the cloud to delete the machine; a machine already gone is not an error."""
+    def terminate(self, resource_id: str, region: str) -> CloudState:
+        """Ask the cloud to delete the machine; a machine already gone is not an error.
+        Returns the state the cloud reports for it on accepting (TERMINATING or TERMINATED
+        when the deletion is under way)."""
+        ...
+
+    def terminate_many(self, resource_ids: Collection[str], region: str) -> dict[str, CloudState]:
+        """`terminate` for many machines in as few calls as the cloud allows."""
+        ...
+
+    def snapshot(
+        self, region: str, resource_ids: Collection[str], include_managed: bool = True
+    ) -> CloudSnapshot:
+        """This deployment's managed machines in `region` (unless `include_managed` is off),
+        and the state of each machine of `resource_ids` that still exists, in as few calls as
+        the cloud allows."""
         ...
 
 
@@ -101,3 +114,12 @@ class CloudLaunchFailedError(CloudProviderError):
     """The machine was accepted but the cloud reports it failed or vanished while starting."""
 
     code = "cloud_launch_failed"
+
+
+def as_utc(moment: Any) -> datetime | None:
+    """A time an SDK reports (a datetime, naive or not, or ISO 8601 text) in UTC; None if absent."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    if not isinstance(moment, datetime):
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -25,6 +25,7 @@ from chalicelib.domain.stats import FleetStats, summarize
 from chalicelib.persistence.repository import InstanceRepository, ListQuery, Page
 from chalicelib.services.lifecycle import Lifecycle
 from chalicelib.services.ports import WorkflowStarter
+from chalicelib.services.release import release_execution_name
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +76,16 @@ class InstanceService:
         catalog: Catalog,
         workflow: WorkflowStarter,
         timing: WorkflowTiming,
+        release_workflow: WorkflowStarter,
+        release_timing: WorkflowTiming,
     ) -> None:
         self.lifecycle = lifecycle
         self.repository: InstanceRepository = lifecycle.repository
         self.catalog = catalog
         self.workflow = workflow
         self.timing = timing
+        self.release_workflow = release_workflow
+        self.release_timing = release_timing
         self.clock = lifecycle.clock
 
     # -- provision ------------------------------------------------------------------
@@ -204,12 +209,33 @@ class InstanceService:
             instance = self.get(caller, instance_id)
             if instance.status.is_terminal or instance.status is InstanceStatus.STOPPING:
                 return instance  # a repeated DELETE changes nothing
-            # Only the workflow steps and the reaper talk to the clouds (the API's role has no
-            # EC2 or Azure rights): the next reaper tick asks the cloud to terminate the
-            # machine and records TERMINATED once the cloud confirms.
             return self.lifecycle.move(instance, InstanceStatus.STOPPING, "user_request")
 
-        return _retry_on_race(stop)
+        stopping = _retry_on_race(stop)
+        if stopping.status is InstanceStatus.STOPPING:
+            self.hand_off_release(stopping)
+        return stopping
+
+    def hand_off_release(self, instance: Instance) -> None:
+        """Start the release workflow, which has the cloud rights the API lacks: it asks the
+        cloud to terminate the machine within seconds and finishes the record when the cloud
+        confirms. If it cannot be started, the reaper's next tick does the same."""
+        try:
+            self.release_workflow.start(
+                release_execution_name(instance.id),
+                {
+                    "instanceId": instance.id,
+                    "pollSeconds": self.release_timing.poll_seconds,
+                    "maxChecks": self.release_timing.max_checks,
+                },
+            )
+        except Exception:
+            # Already started (a repeated DELETE that raced the first), or Step Functions is
+            # unavailable: the stop is recorded either way, and the tick is the safety net.
+            logger.warning(
+                "could not start the release of %s; the reaper's tick will", instance.id,
+                exc_info=True,
+            )
 
     # -- activity -------------------------------------------------------------------
 

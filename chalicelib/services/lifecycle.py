@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import Any
 
-from chalicelib.domain.events import DETAIL_TYPE_BY_STATUS
+from chalicelib.domain.events import DETAIL_TYPE_BY_STATUS, Event
 from chalicelib.domain.instance import Instance
 from chalicelib.domain.states import InstanceStatus
 from chalicelib.persistence.repository import InstanceRepository
-from chalicelib.providers.base import CloudProviderError, CloudState
 from chalicelib.services.ports import Clock, EventPublisher, ProviderRegistry
 from chalicelib.services.views import instance_view
 
@@ -31,76 +30,76 @@ class Lifecycle:
         self.clock = clock
 
     def move(
-        self, instance: Instance, target: InstanceStatus, reason: str | None = None, **changes: Any
+        self,
+        instance: Instance,
+        target: InstanceStatus,
+        reason: str | None = None,
+        deferred: list[Event] | None = None,
+        **changes: Any,
     ) -> Instance:
-        """One conditional write of a transition, then its event (if the status has one)."""
+        """One conditional write of a transition, then its event (if the status has one).
+        With `deferred`, the event is appended there for the caller to publish in a batch."""
         now = self.clock()
         moved = instance.transition(target, now, reason, **changes)
         stored = self.repository.save(moved, expected_status=instance.status)
-        self.announce(stored)
+        event = self.event_for(stored)
+        if event is not None:
+            if deferred is not None:
+                deferred.append(event)
+            else:
+                self.publish([event])
         return stored
 
     def announce(self, instance: Instance) -> None:
+        event = self.event_for(instance)
+        if event is not None:
+            self.publish([event])
+
+    def event_for(self, instance: Instance) -> Event | None:
         detail_type = DETAIL_TYPE_BY_STATUS.get(instance.status)
         if detail_type is None:
+            return None
+        return Event(detail_type, instance_view(instance, self.clock()))
+
+    def publish(self, events: Sequence[Event]) -> None:
+        if not events:
             return
         try:
-            self.events.publish(detail_type, instance_view(instance, self.clock()))
+            self.events.publish_many(events)
         except Exception:
-            # The transition is stored; losing its notification must not undo it or fail
-            # the caller. Logged loudly so the alarm on errors catches it.
-            logger.exception("could not publish %s for %s", detail_type, instance.id)
+            # The transitions are stored; losing their notification must not undo them or
+            # fail the caller. Logged loudly so the alarm on errors catches it.
+            logger.exception("could not publish %d event(s)", len(events))
 
     def release_cloud_resources(self, instance: Instance) -> Instance:
         """Ask the cloud to delete whatever was launched for the record; returns the record
-        with billing ended (not yet saved). Nothing launched -> nothing to do."""
+        with its machine and billing (from the cloud's own launch time) filled in, not yet
+        saved. Nothing launched -> nothing to do. Raises CloudProviderError if the cloud
+        would not take the request (the caller leaves the record live and tries again)."""
         provider = self.providers.get(instance.provider)
         resource_id = instance.cloud_resource_id
+        launched_at = None
         if resource_id is None:
             # The launch may have reached the cloud without its id being stored: the tag says.
             found = provider.find_for_record(instance.id, instance.region)
-            resource_id = found.resource_id if found else None
-        if resource_id is None:
-            return instance
-        provider.terminate(resource_id, instance.region)
-        billing_ended_at = instance.billing_ended_at
-        if billing_ended_at is None and instance.launched_at is not None:
-            billing_ended_at = self.clock()
-        return replace(instance, cloud_resource_id=resource_id, billing_ended_at=billing_ended_at)
-
-    def begin_termination(self, instance: Instance, reason: str) -> Instance:
-        """Live -> STOPPING, then ask the cloud to delete the machine (billing ends there)."""
-        stopping = self.move(instance, InstanceStatus.STOPPING, reason)
-        try:
-            return self._release_and_store(stopping)
-        except CloudProviderError:
-            # The stop is recorded; the reaper asks the cloud again on its next tick.
-            logger.exception("terminate request for %s failed; the reaper retries", instance.id)
-            return stopping
-
-    def confirm_termination(self, instance: Instance) -> Instance:
-        """STOPPING -> TERMINATED once the cloud says the machine is gone."""
-        asked_now = instance.billing_ended_at is None
-        if asked_now:
-            # No delete was accepted yet (the API only records the stop, or an earlier request
-            # failed): ask now. With no id on the record, the tag finds a machine whose launch
-            # raced the stop, so none is left running unrecorded.
-            instance = self._release_and_store(instance)
-        if instance.cloud_resource_id is not None:
-            provider = self.providers.get(instance.provider)
-            view = provider.describe(instance.cloud_resource_id, instance.region)
-            if view.state is not CloudState.TERMINATED:
-                if view.state is not CloudState.TERMINATING and not asked_now:
-                    # A delete accepted on an earlier tick did not take (an asynchronous
-                    # delete that failed): ask again rather than wait for ever.
-                    provider.terminate(instance.cloud_resource_id, instance.region)
+            if found is None:
                 return instance
-        return self.move(instance, InstanceStatus.TERMINATED, instance.status_reason)
+            resource_id, launched_at = found.resource_id, found.launched_at
+        provider.terminate(resource_id, instance.region)
+        released = instance.with_cloud_launch(resource_id, launched_at)
+        if released.billing_ended_at is None:
+            released = released.with_billing_ended(self.clock())
+        return released.with_terminate_requested(self.clock())
 
-    def _release_and_store(self, instance: Instance) -> Instance:
+    def release_and_store(self, instance: Instance) -> Instance:
+        """Release the record's machine and store what the release learnt (its id, its bill),
+        whatever the record's status: a finished record whose machine a retried launch finds
+        is billed for that machine too."""
         released = self.release_cloud_resources(instance)
         if released == instance:
             return instance
+        if released.status.is_terminal:
+            released = released.with_cost_accrued(self.clock())
         return self.repository.save(released, expected_status=instance.status)
 
     def fail(self, instance: Instance, reason: str) -> Instance:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from chalicelib.domain.events import Event
 from chalicelib.providers.base import CloudProvider
 
 Clock = Callable[[], datetime]
 
 
 class EventPublisher(Protocol):
-    def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
-        """Put one event on the bus; raises if the bus refused it."""
+    def publish_many(self, events: Sequence[Event]) -> None:
+        """Put the events on the bus in as few calls as it allows; raises if it refused any
+        (after trying them all)."""
         ...
 
 
@@ -38,4 +40,15 @@ class ProviderRegistry(Protocol):
 
     def region_for(self, name: str) -> str:
         """The region this deployment provisions in for provider `name`."""
+        ...
+
+
+class Leases(Protocol):
+    def acquire(self, name: str, holder: str, now: datetime, duration: timedelta) -> bool:
+        """Take the lease `name` for `holder` until `now + duration`; False if another holder
+        has it and it has not expired."""
+        ...
+
+    def release(self, name: str, holder: str) -> None:
+        """Give the lease back (a no-op if it is no longer `holder`'s)."""
         ...

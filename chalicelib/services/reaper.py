@@ -1,123 +1,134 @@
-"""The scheduled tick: accrue cost, stop idle instances, confirm stops, flag stuck ones."""
+"""The scheduled tick: one look at each cloud, diffed against the live records, and whatever
+that calls for (stop idle instances, finish those whose machine is gone, send terminates that
+are owed, terminate orphans, flag stuck records), in batches."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from chalicelib.domain.cloud import CloudSnapshot
 from chalicelib.domain.instance import Instance, LifecyclePolicy
-from chalicelib.domain.states import IN_SERVICE_STATUSES, LIVE_STATUSES, InstanceStatus
+from chalicelib.domain.reconcile import plan
+from chalicelib.domain.states import LIVE_STATUSES, InstanceStatus
 from chalicelib.services.lifecycle import Lifecycle
+from chalicelib.services.ports import Leases
+from chalicelib.services.reconciler import Outcome, Reconciler
 
 logger = logging.getLogger(__name__)
 
-IDLE_TIMEOUT_REASON = "idle_timeout"
+LEASE_NAME = "reaper-tick"
+# Longer than the reaper's Lambda timeout (120 s): a tick that dies holding the lease blocks
+# the next one at most this long.
+LEASE_DURATION = timedelta(seconds=150)
 
 
 @dataclass
 class TickReport:
-    accrued: int = 0
-    terminated_idle: list[str] = field(default_factory=list)
-    confirmed_terminated: list[str] = field(default_factory=list)
-    marked_stuck: list[str] = field(default_factory=list)
+    outcome: Outcome = field(default_factory=Outcome)
+    skipped: bool = False  # another tick held the lease
     failures: Counter[str] = field(default_factory=Counter)
-    # What the tick found live as it started (the figures it publishes as metrics).
+    # What the tick found live (the figures it publishes as metrics).
     live_by_status: Counter[str] = field(default_factory=Counter)
     burn_rate_usd_per_hour: Decimal = Decimal("0")
+    stuck_stopping: int = 0
+    young_unowned: int = 0
 
-    def as_dict(self) -> dict:
+    @property
+    def changed_anything(self) -> bool:
+        return self.outcome.changed_anything
+
+    def as_dict(self) -> dict[str, Any]:
+        o = self.outcome
         return {
-            "accrued": self.accrued,
-            "terminatedIdle": self.terminated_idle,
-            "confirmedTerminated": self.confirmed_terminated,
-            "markedStuck": self.marked_stuck,
-            "failures": dict(self.failures),
+            "skipped": self.skipped,
+            "terminatedIdle": o.stopped_idle,
+            "terminateSent": o.terminate_sent,
+            "confirmedTerminated": [i for i in o.finished if i not in o.finished_outside_service],
+            "terminatedOutsideService": o.finished_outside_service,
+            "billingResumed": o.billing_resumed,
+            "markedStuck": o.failed_stuck + o.reported_stuck,
+            "orphansTerminated": o.orphans_terminated,
+            "failures": dict(self.failures + o.failures),
             "liveByStatus": dict(self.live_by_status),
             "burnRateUsdPerHour": str(self.burn_rate_usd_per_hour),
         }
 
 
 class Reaper:
-    def __init__(self, lifecycle: Lifecycle, policy: LifecyclePolicy) -> None:
+    def __init__(self, lifecycle: Lifecycle, policy: LifecyclePolicy, leases: Leases) -> None:
         self.lifecycle = lifecycle
         self.repository = lifecycle.repository
+        self.providers = lifecycle.providers
         self.policy = policy
+        self.leases = leases
+        self.reconciler = Reconciler(lifecycle, policy)
 
     def tick(self, now: datetime) -> TickReport:
         report = TickReport()
-        for status in LIVE_STATUSES:
-            for instance in self._read(report, "accrue", self.repository.live, status):
-                report.live_by_status[status.value] += 1
-                if instance.is_billing:
-                    report.burn_rate_usd_per_hour += instance.hourly_usd
-                self._guarded(report, "accrue", instance, lambda i: self._accrue(i, now, report))
-        for status in IN_SERVICE_STATUSES:
-            for instance in self._read(report, "idle", self.repository.due, status, now):
-                self._guarded(report, "idle", instance, lambda i: self._stop_idle(i, now, report))
-        for status in (InstanceStatus.PROVISIONING, InstanceStatus.CONFIGURING):
-            for instance in self._read(report, "stuck", self.repository.due, status, now):
-                self._guarded(report, "stuck", instance, lambda i: self._flag_stuck(i, report))
-        stopping = InstanceStatus.STOPPING
-        for instance in self._read(report, "confirm", self.repository.live, stopping):
-            self._guarded(
-                report, "confirm", instance, lambda i: self._confirm_stop(i, now, report)
-            )
+        holder = uuid.uuid4().hex
+        if not self.leases.acquire(LEASE_NAME, holder, now, LEASE_DURATION):
+            logger.info("another reaper tick holds the lease; this one does nothing")
+            report.skipped = True
+            return report
+        try:
+            records = self._live_records(report)
+            snapshots = self._snapshots(records, report)
+            decided = plan(records, snapshots, now, self.policy)
+            report.young_unowned = decided.young_unowned
+            report.outcome = self.reconciler.apply(decided, now)
+            self._measure(records, now, report)
+        finally:
+            try:
+                self.leases.release(LEASE_NAME, holder)
+            except Exception:
+                logger.exception("could not release the reaper's lease; it expires by itself")
         return report
 
-    def _accrue(self, instance: Instance, now: datetime, report: TickReport) -> None:
-        self.repository.save(instance.with_cost_accrued(now), expected_status=instance.status)
-        report.accrued += 1
+    def _live_records(self, report: TickReport) -> list[Instance]:
+        records: list[Instance] = []
+        for status in LIVE_STATUSES:
+            try:
+                records.extend(self.repository.live(status))
+            except Exception:
+                # An unreadable status costs its records this tick, not the whole tick.
+                logger.exception("reaper could not read the %s instances", status)
+                report.failures[f"read-{status.lower()}"] += 1
+        return records
 
-    def _stop_idle(self, instance: Instance, now: datetime, report: TickReport) -> None:
-        fresh = self.repository.get(instance.id)  # accrual bumped its version
-        if fresh is None or fresh.status not in IN_SERVICE_STATUSES:
-            return
-        if fresh.idle_deadline() > now:
-            return  # a heartbeat arrived after the index was read: not idle after all
-        self.lifecycle.begin_termination(fresh, IDLE_TIMEOUT_REASON)
-        report.terminated_idle.append(fresh.id)
+    def _snapshots(
+        self, records: list[Instance], report: TickReport
+    ) -> dict[tuple[str, str], CloudSnapshot | None]:
+        """One look per provider and region: the configured ones, and any a live record is
+        in. A provider that cannot be read maps to None (nothing is judged gone there)."""
+        wanted: dict[tuple[str, str], set[str]] = {
+            (name, self.providers.region_for(name)): set() for name in self.providers.available()
+        }
+        for record in records:
+            ids = wanted.setdefault((record.provider, record.region), set())
+            if record.cloud_resource_id is not None:
+                ids.add(record.cloud_resource_id)
+        snapshots: dict[tuple[str, str], CloudSnapshot | None] = {}
+        for (provider_name, region), ids in wanted.items():
+            try:
+                provider = self.providers.get(provider_name)
+                snapshots[(provider_name, region)] = provider.snapshot(region, sorted(ids))
+            except Exception:
+                logger.exception("reaper could not list the machines of %s %s", provider_name,
+                                 region)
+                report.failures[f"list-{provider_name}"] += 1
+                snapshots[(provider_name, region)] = None
+        return snapshots
 
-    def _flag_stuck(self, instance: Instance, report: TickReport) -> None:
-        fresh = self.repository.get(instance.id)
-        if fresh is None or fresh.status is not instance.status:
-            return
-        self.lifecycle.fail(fresh, f"stuck_in_{fresh.status.lower()}")
-        report.marked_stuck.append(fresh.id)
-
-    def _confirm_stop(self, instance: Instance, now: datetime, report: TickReport) -> None:
-        fresh = self.repository.get(instance.id)
-        if fresh is None or fresh.status is not InstanceStatus.STOPPING:
-            return
-        confirmed = self.lifecycle.confirm_termination(fresh)
-        if confirmed.status is InstanceStatus.TERMINATED:
-            report.confirmed_terminated.append(confirmed.id)
-        elif confirmed.is_stuck(now, self.policy):
-            self.lifecycle.fail(confirmed, "stuck_in_stopping")
-            report.marked_stuck.append(confirmed.id)
-
-    @staticmethod
-    def _read(
-        report: TickReport, what: str, query: Callable[..., Iterable[Instance]], *args: Any
-    ) -> list[Instance]:
-        # An unreadable item or a failed query costs this pass, not the whole tick.
-        try:
-            return list(query(*args))
-        except Exception:
-            logger.exception("reaper could not read the instances to %s", what)
-            report.failures[f"read-{what}"] += 1
-            return []
-
-    @staticmethod
-    def _guarded(report: TickReport, what: str, instance: Instance, action) -> None:
-        # One bad record (a race, a cloud error) must not stop the tick for the others;
-        # it is logged and counted, and the next tick tries again.
-        try:
-            action(instance)
-        except Exception:
-            logger.exception("reaper could not %s instance %s", what, instance.id)
-            report.failures[what] += 1
+    def _measure(self, records: list[Instance], now: datetime, report: TickReport) -> None:
+        for record in records:
+            report.live_by_status[record.status.value] += 1
+            if record.is_billing:
+                report.burn_rate_usd_per_hour += record.hourly_usd
+            if record.status is InstanceStatus.STOPPING and record.is_stuck(now, self.policy):
+                report.stuck_stopping += 1

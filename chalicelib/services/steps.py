@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +18,7 @@ from chalicelib.services.lifecycle import Lifecycle
 logger = logging.getLogger(__name__)
 
 WorkflowState = dict[str, Any]
+RELEASE_RACE_ATTEMPTS = 5
 
 
 class CloudNotReadyError(Exception):
@@ -34,8 +36,8 @@ class LifecycleSteps:
         if instance.status is not InstanceStatus.PROVISIONING:
             if instance.status.is_terminal:
                 # A retry after an earlier attempt launched, lost the race with a stop, and
-                # failed to clean up: nothing else looks at finished records, so release by tag.
-                self.lifecycle.release_cloud_resources(instance)
+                # failed to clean up: release by tag (the orphan sweep is the net under this).
+                self.lifecycle.release_and_store(instance)
             return _stopped(state)
         provider = self.lifecycle.providers.get(instance.provider)
         view = provider.launch(
@@ -47,7 +49,8 @@ class LifecycleSteps:
                 region=instance.region,
             )
         )
-        launched_at = instance.launched_at or self.clock()
+        # Billing starts when the cloud accepted the launch, by the cloud's own clock.
+        launched_at = instance.launched_at or view.launched_at or self.clock()
         launched = replace(
             instance,
             cloud_resource_id=view.resource_id,
@@ -57,19 +60,21 @@ class LifecycleSteps:
         try:
             self.repository.save(launched, expected_status=InstanceStatus.PROVISIONING)
         except ConcurrentUpdateError:
-            # Stopped (or failed) while we launched: the machine must not outlive its record.
-            current = self._load(state)
-            if current.status is InstanceStatus.PROVISIONING:
-                raise  # an unrelated write raced us; Retry runs this step again (idempotent)
-            released = self.lifecycle.release_cloud_resources(
-                replace(
-                    current,
-                    cloud_resource_id=view.resource_id,
-                    launched_at=current.launched_at or launched_at,
-                )
-            )
-            if released.status.is_live:
-                self.repository.save(released, expected_status=current.status)
+            # Stopped (or failed) while we launched: the machine must not outlive its record,
+            # and the record is billed for it. The stop's own release may be writing the
+            # record at this very moment: read again and retry until this write lands.
+            for attempt in range(RELEASE_RACE_ATTEMPTS):
+                current = self._load(state)
+                if current.status is InstanceStatus.PROVISIONING:
+                    raise  # an unrelated write raced us; Retry runs this step again
+                try:
+                    self.lifecycle.release_and_store(
+                        current.with_cloud_launch(view.resource_id, launched_at)
+                    )
+                    break
+                except ConcurrentUpdateError:
+                    if attempt == RELEASE_RACE_ATTEMPTS - 1:
+                        raise
             return _stopped(state)
         return {**state, "attempt": 0, "stopped": False}
 
@@ -132,12 +137,16 @@ class LifecycleSteps:
     def record_error(self, state: WorkflowState) -> WorkflowState:
         """The Catch target: the record goes to ERROR with the reason, its machine released."""
         instance = self._load(state)
-        reason = failure_reason(state.get("error") or {})
+        error = state.get("error") or {}
+        # The raw error (the cloud's or DynamoDB's own words) is for operators: logged here
+        # and kept in the execution's history, never shown on the record.
+        logger.error("lifecycle of %s failed: %s", instance.id, error)
+        reason = failure_reason(error)
         if instance.status in (InstanceStatus.PROVISIONING, InstanceStatus.CONFIGURING):
             self.lifecycle.fail(instance, reason)
         elif instance.status.is_terminal:
             # Finished meanwhile (stopped and confirmed): make sure no machine outlives it.
-            self.lifecycle.release_cloud_resources(instance)
+            self.lifecycle.release_and_store(instance)
         # READY/RUNNING: the workflow failed after its work was done (e.g. MarkReady's Lambda
         # timed out after writing READY); the instance is healthy and stays in service.
         return {**state, "failed": True, "reason": reason}
@@ -169,12 +178,37 @@ def _stopped(state: WorkflowState) -> WorkflowState:
     return {**state, "stopped": True}
 
 
+# Why a launch failed, by the error a step raised: a stable code and a sentence of ours.
+_REASONS: dict[str, tuple[str, str]] = {
+    "CloudCapacityError": ("launch_failed", "the cloud refused the launch"),
+    "CloudConfigurationError": (
+        "launch_failed", "the cloud refused the launch as this deployment configured it",
+    ),
+    "CloudThrottlingError": ("launch_failed", "the cloud kept throttling the service"),
+    "CloudLaunchFailedError": ("launch_failed", "the machine failed while it started"),
+    "CloudProviderError": ("launch_failed", "the cloud refused a request of the launch"),
+    "CloudNotReadyError": ("launch_timeout", "the machine did not become ready in time"),
+    "States.Timeout": ("launch_timeout", "a step of the launch did not finish in time"),
+    "StoreUnavailableError": ("internal_error", "the service could not store the record"),
+}
+_DEFAULT_REASON = ("internal_error", "the service failed while it started the instance")
+# The cloud's error code our adapters end their messages with: "... failed (CODE)".
+_CLOUD_CODE = re.compile(r"\(([A-Za-z][A-Za-z0-9.]{1,63})\)\s*$")
+
+
 def failure_reason(error: dict[str, Any]) -> str:
-    """A readable reason from a Step Functions error object {Error, Cause}."""
-    name = str(error.get("Error") or "UnknownError")
-    cause = error.get("Cause") or ""
-    try:
-        message = json.loads(cause).get("errorMessage", cause)
-    except (ValueError, AttributeError):
-        message = cause
-    return f"{name}: {message}" if message else name
+    """A reason a user may read, from a Step Functions error object {Error, Cause}: a stable
+    code, a sentence of ours and, for a cloud error, the cloud's error code; never the cause's
+    text (AWS and Azure messages carry ARNs, table names and account ids)."""
+    name = str(error.get("Error") or "")
+    code, sentence = _REASONS.get(name, _DEFAULT_REASON)
+    if name.startswith("Cloud") and name in _REASONS:
+        cause = error.get("Cause") or ""
+        try:
+            message = str(json.loads(cause).get("errorMessage", ""))
+        except (ValueError, AttributeError):
+            message = ""
+        found = _CLOUD_CODE.search(message)
+        if found:
+            sentence += f" ({found[1]})"
+    return f"{code}: {sentence}"

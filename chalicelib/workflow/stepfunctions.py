@@ -1,32 +1,52 @@
-"""Starts the lifecycle workflow (a Step Functions Standard state machine)."""
+"""The service's Step Functions workflows (their ASL documents and the Lambda function behind
+each Task) and the starter that begins an execution of one."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFINITION_FILE = Path(__file__).with_name("lifecycle.asl.json")
-
-# The Task states of the ASL document and the Lambda function (in app.py) behind each.
-TASK_FUNCTIONS: dict[str, str] = {
-    "LaunchInstanceFunctionArn": "launch_instance",
-    "CheckInstanceRunningFunctionArn": "check_instance_running",
-    "MarkInstanceConfiguringFunctionArn": "mark_instance_configuring",
-    "CheckInstanceStatusFunctionArn": "check_instance_status",
-    "MarkInstanceReadyFunctionArn": "mark_instance_ready",
-    "RecordInstanceErrorFunctionArn": "record_instance_error",
-}
+_HERE = Path(__file__).parent
 
 
-def render_definition(function_arns: dict[str, str]) -> str:
-    """The ASL document with each ${...FunctionArn} placeholder replaced by an ARN,
-    as CloudFormation's DefinitionSubstitutions does in a deployment."""
-    definition = DEFINITION_FILE.read_text()
-    for placeholder, arn in function_arns.items():
-        definition = definition.replace("${" + placeholder + "}", arn)
-    json.loads(definition)  # fail here, not in the state machine, if a substitution broke it
-    return definition
+@dataclass(frozen=True)
+class WorkflowDefinition:
+    name: str  # the state machine is <app>-<stage>-<name>
+    definition_file: Path
+    # Each ${...FunctionArn} placeholder of the ASL document and the function (in app.py)
+    # bound to it.
+    task_functions: dict[str, str]
+
+    def render(self, function_arns: dict[str, str]) -> str:
+        """The ASL document with each placeholder replaced by an ARN, as CloudFormation's
+        DefinitionSubstitutions does in a deployment."""
+        definition = self.definition_file.read_text()
+        for placeholder, arn in function_arns.items():
+            definition = definition.replace("${" + placeholder + "}", arn)
+        json.loads(definition)  # fail here, not in the state machine, if a substitution broke
+        return definition
+
+
+LIFECYCLE = WorkflowDefinition(
+    name="lifecycle",
+    definition_file=_HERE / "lifecycle.asl.json",
+    task_functions={
+        "LaunchInstanceFunctionArn": "launch_instance",
+        "CheckInstanceRunningFunctionArn": "check_instance_running",
+        "MarkInstanceConfiguringFunctionArn": "mark_instance_configuring",
+        "CheckInstanceStatusFunctionArn": "check_instance_status",
+        "MarkInstanceReadyFunctionArn": "mark_instance_ready",
+        "RecordInstanceErrorFunctionArn": "record_instance_error",
+    },
+)
+RELEASE = WorkflowDefinition(
+    name="release",
+    definition_file=_HERE / "release.asl.json",
+    task_functions={"ReleaseInstanceFunctionArn": "release_instance"},
+)
+WORKFLOWS = (LIFECYCLE, RELEASE)
 
 
 class StepFunctionsWorkflowStarter:

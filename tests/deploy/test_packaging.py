@@ -27,7 +27,7 @@ import pytest
 
 from chalicelib import metrics
 from chalicelib.persistence.dynamodb import InstanceModel
-from chalicelib.workflow.stepfunctions import DEFINITION_FILE, TASK_FUNCTIONS
+from chalicelib.workflow.stepfunctions import LIFECYCLE
 from tools.lint_template import sam_transform
 from tools.render_merge_template import (
     CHALICE_DIR,
@@ -38,10 +38,14 @@ from tools.render_merge_template import (
     role_resource,
 )
 
+DEFINITION_FILE = LIFECYCLE.definition_file
+TASK_FUNCTIONS = LIFECYCLE.task_functions
 STAGE = "prod"
 CONFIG = json.loads((CHALICE_DIR / "config.json").read_text())
 STEP_FUNCTIONS = set(TASK_FUNCTIONS.values())
-CLOUD_CALLERS = (STEP_FUNCTIONS - {"mark_instance_configuring", "mark_instance_ready"}) | {"reaper"}
+CLOUD_CALLERS = (STEP_FUNCTIONS - {"mark_instance_configuring", "mark_instance_ready"}) | {
+    "reaper", "release_instance",
+}
 PUBLIC_PATHS = {"/api/openapi.json"}
 
 
@@ -311,24 +315,29 @@ def test_only_the_step_and_reaper_functions_call_ec2(package):
     assert "ec2:RunInstances" not in actions(package.statements("api_handler"))
 
 
-def test_ec2_launches_and_tags_need_the_provisioner_tag_and_terminations_need_it_on_the_target(
+def test_ec2_launches_and_tags_need_the_deployments_tags_and_so_do_terminations_on_the_target(
     package,
 ):
+    deployment = {
+        "provisioner:managed": "true", "provisioner:deployment": f"instance-provisioner-{STAGE}"
+    }
     for name in CONFIG["lambda_functions"]:
         for statement in package.statements(name):
             granted = set(as_list(statement["Action"]))
             condition = statement.get("Condition", {}).get("StringEquals", {})
             targets = [sub_text(r) for r in as_list(statement["Resource"])]
             if "ec2:TerminateInstances" in granted:
-                assert condition == {"ec2:ResourceTag/provisioner:managed": "true"}
+                assert condition == {f"ec2:ResourceTag/{k}": v for k, v in deployment.items()}
                 assert all(t.endswith(":instance/*") for t in targets)
             if "ec2:CreateTags" in granted:
-                assert condition["ec2:CreateAction"] == "RunInstances"
-                assert condition["aws:RequestTag/provisioner:managed"] == "true"
+                assert condition == {
+                    "ec2:CreateAction": "RunInstances",
+                    **{f"aws:RequestTag/{k}": v for k, v in deployment.items()},
+                }
             if "ec2:RunInstances" in granted and any(
                 t.endswith((":instance/*", ":volume/*")) for t in targets
             ):
-                assert condition == {"aws:RequestTag/provisioner:managed": "true"}
+                assert condition == {f"aws:RequestTag/{k}": v for k, v in deployment.items()}
             if targets == ["*"]:
                 assert all(a.startswith(("ec2:Describe", "xray:")) for a in granted), statement
 

@@ -24,6 +24,7 @@ from chalicelib.providers.base import (
 from chalicelib.settings import Ec2Settings
 
 REGION = "us-east-1"
+DEPLOYMENT = "test-deployment"
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +53,7 @@ def settings(ec2: Any) -> Ec2Settings:
 
 @pytest.fixture
 def provider(ec2: Any, settings: Ec2Settings) -> Ec2Provider:
-    return Ec2Provider(settings, lambda region: ec2)
+    return Ec2Provider(settings, lambda region: ec2, DEPLOYMENT)
 
 
 def launch_request(record_id: str = "rec-1", task_id: str | None = "task-9") -> LaunchRequest:
@@ -73,13 +74,16 @@ def tags_of(resource: dict[str, Any]) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in resource.get("Tags", [])}
 
 
-def test_launch_tags_the_instance_with_record_user_and_task(ec2: Any, provider: Ec2Provider):
+def test_launch_tags_the_instance_with_deployment_record_user_and_task(
+    ec2: Any, provider: Ec2Provider
+):
     view = provider.launch(launch_request())
 
     assert view.resource_id.startswith("i-")
     assert view.state in (CloudState.PENDING, CloudState.RUNNING)
     assert tags_of(instance(ec2, view.resource_id)) == {
         MANAGED_TAG: "true",
+        "provisioner:deployment": DEPLOYMENT,
         RECORD_ID_TAG: "rec-1",
         "provisioner:user-id": "user-7",
         "provisioner:task-id": "task-9",
@@ -195,7 +199,7 @@ def test_describe_of_an_unknown_instance_reports_terminated(provider: Ec2Provide
 def test_launch_without_an_ami_setting_raises_a_configuration_error_naming_ec2_ami_id(
     ec2: Any,
 ):
-    provider = Ec2Provider(Ec2Settings(ami_id=None), lambda region: ec2)
+    provider = Ec2Provider(Ec2Settings(ami_id=None), lambda region: ec2, DEPLOYMENT)
 
     with pytest.raises(CloudConfigurationError, match="EC2_AMI_ID"):
         provider.launch(launch_request())
@@ -206,21 +210,22 @@ def test_launch_with_an_unknown_ami_raises_a_configuration_error_with_the_cloud_
 ):
     # moto only checks the AMI exists when this setting is on.
     monkeypatch.setattr(moto.settings, "ENABLE_AMI_VALIDATION", True)
-    provider = Ec2Provider(Ec2Settings(ami_id="ami-12345678"), lambda region: ec2)
+    provider = Ec2Provider(Ec2Settings(ami_id="ami-12345678"), lambda region: ec2, DEPLOYMENT)
 
     with pytest.raises(CloudConfigurationError) as caught:
         provider.launch(launch_request())
 
     assert caught.value.cloud_code == "InvalidAMIID.NotFound"
-    assert "ami-12345678" in str(caught.value)
-    assert "InvalidAMIID.NotFound" in str(caught.value)
+    assert str(caught.value) == "EC2 RunInstances failed (InvalidAMIID.NotFound)"
 
 
 @pytest.fixture
 def stubbed() -> Iterator[tuple[Ec2Provider, Stubber]]:
     client = boto3.client("ec2", region_name=REGION)
     with Stubber(client) as stubber:
-        yield Ec2Provider(Ec2Settings(ami_id="ami-12345678"), lambda region: client), stubber
+        settings = Ec2Settings(ami_id="ami-12345678")
+        provider = Ec2Provider(settings, lambda region: client, DEPLOYMENT)
+        yield provider, stubber
         stubber.assert_no_pending_responses()
 
 

@@ -22,6 +22,7 @@ from local.arm_fake import ArmFake, ServedArm, served
 from local.emulator import AZURE_SSH_KEY, azure_connection, azure_settings
 
 RECORD = "inst-0123456789abcdef0123456789abcdef"
+DEPLOYMENT = "test-deployment"
 VM_ID = (
     "/subscriptions/00000000-0000-0000-0000-0000000000a2/resourceGroups/provisioner-local"
     f"/providers/Microsoft.Compute/virtualMachines/{RECORD}"
@@ -55,7 +56,9 @@ class Azure:
 def azure() -> Iterator[Azure]:
     with served(ArmFake()) as arm:
         waits: list[float] = []
-        provider = AzureComputeProvider(azure_settings(arm), azure_connection(arm, waits.append))
+        provider = AzureComputeProvider(
+            azure_settings(arm), azure_connection(arm, waits.append), deployment=DEPLOYMENT
+        )
         yield Azure(provider, arm.fake, arm, waits)
 
 
@@ -101,15 +104,18 @@ def test_the_os_disk_and_the_nic_are_deleted_with_the_vm(azure):
     assert nic["properties"] == {"primary": True, "deleteOption": "Delete"}
 
 
-def test_the_vm_is_tagged_with_its_record_user_and_task(azure):
+def test_the_vm_and_its_nic_are_tagged_with_the_deployment_record_user_and_task(azure):
     azure.launch()
 
-    assert azure.fake.vm_model(RECORD)["tags"] == {
+    tags = {
         "provisioner:managed": "true",
+        "provisioner:deployment": DEPLOYMENT,
         "provisioner:record-id": RECORD,
         "provisioner:user-id": "alice",
         "provisioner:task-id": "scan-7",
     }
+    assert azure.fake.vm_model(RECORD)["tags"] == tags
+    assert azure.fake.nic_model(f"{RECORD}-nic")["tags"] == tags
 
 
 def test_describe_follows_provisioning_then_power_state_then_the_vm_agent(azure):
@@ -211,7 +217,7 @@ def test_capacity_and_quota_refusals_are_capacity_errors_and_leave_no_nic(azure,
         azure.launch()
 
     assert refused.value.cloud_code == code
-    assert str(refused.value) == f"Azure VM creation failed ({code}): {code} in eastus."
+    assert str(refused.value) == f"Azure VM creation failed ({code})"
     assert azure.fake.vm_names() == []
     assert azure.fake.nic_names() == []
 
@@ -239,6 +245,7 @@ def test_a_subnet_that_does_not_exist_is_a_configuration_error(azure):
     provider = AzureComputeProvider(
         replace(azure_settings(azure.arm), subnet_id=azure.fake.subnet_id + "-missing"),
         azure_connection(azure.arm),
+        deployment=DEPLOYMENT,
     )
 
     with pytest.raises(CloudConfigurationError) as refused:
@@ -258,7 +265,9 @@ def test_an_unknown_arm_error_code_is_a_provider_error_with_that_code(azure):
     assert refused.value.cloud_code == "SomethingNew"
 
 
-def test_a_vm_whose_provisioning_fails_later_reports_the_azure_code_and_message(azure):
+def test_a_vm_whose_provisioning_fails_later_reports_the_azure_code_and_logs_its_message(
+    azure, caplog
+):
     azure.fake.fail_next_provisioning(
         "AllocationFailed", "Allocation failed. We do not have sufficient capacity for the "
         "requested VM size in this region.",
@@ -271,10 +280,9 @@ def test_a_vm_whose_provisioning_fails_later_reports_the_azure_code_and_message(
     assert failed.state is CloudState.FAILED
     assert isinstance(failed.failure, CloudCapacityError)
     assert failed.failure.cloud_code == "AllocationFailed"
-    assert str(failed.failure) == (
-        "Azure VM provisioning failed (AllocationFailed): Allocation failed. We do not have "
-        "sufficient capacity for the requested VM size in this region."
-    )
+    # Azure's own words are for the logs; the error (which a record may show) has the code.
+    assert str(failed.failure) == "Azure VM provisioning failed (AllocationFailed)"
+    assert "We do not have sufficient capacity" in caplog.text
 
 
 def test_a_provisioning_failure_with_an_unknown_code_is_a_launch_failure(azure):
@@ -353,7 +361,9 @@ def test_a_token_that_arm_refuses_is_a_configuration_error(azure):
 
 def test_an_unreachable_resource_manager_is_a_provider_error(azure):
     settings = replace(azure_settings(azure.arm), arm_endpoint="https://127.0.0.1:9")
-    provider = AzureComputeProvider(settings, azure_connection(azure.arm, lambda _: None))
+    provider = AzureComputeProvider(
+        settings, azure_connection(azure.arm, lambda _: None), deployment=DEPLOYMENT
+    )
 
     with pytest.raises(CloudProviderError) as refused:
         provider.describe(VM_ID, "eastus")
@@ -365,7 +375,8 @@ def test_an_image_resource_id_is_used_as_the_image_reference(azure):
     image = (f"/subscriptions/{azure.fake.subscription_id}/resourceGroups/images/providers/"
              "Microsoft.Compute/galleries/gpu/images/cuda/versions/1.0.0")
     provider = AzureComputeProvider(
-        replace(azure_settings(azure.arm), image_reference=image), azure_connection(azure.arm)
+        replace(azure_settings(azure.arm), image_reference=image), azure_connection(azure.arm),
+        deployment=DEPLOYMENT,
     )
 
     provider.launch(LaunchRequest(RECORD, "alice", None, "Standard_NV6", "eastus"))
@@ -376,7 +387,9 @@ def test_an_image_resource_id_is_used_as_the_image_reference(azure):
 
 
 def test_building_the_provider_makes_no_call(azure):
-    AzureComputeProvider(azure_settings(azure.arm), azure_connection(azure.arm))
+    AzureComputeProvider(
+        azure_settings(azure.arm), azure_connection(azure.arm), deployment=DEPLOYMENT
+    )
 
     assert azure.fake.calls == []
 

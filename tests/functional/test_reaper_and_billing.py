@@ -70,31 +70,32 @@ def test_running_task_without_heartbeat_counts_as_idle(api, aws, clock):
     assert api.get(instance["id"])["statusReason"] == "idle_timeout"
 
 
-def test_stopped_instance_is_terminated_within_one_tick_and_billed_per_second(api, aws, clock):
+def test_delete_terminates_the_machine_at_once_without_a_tick_and_bills_to_the_delete(
+    api, aws, clock
+):
     instance = ready_instance(api, aws)
     clock.advance(minutes=12, seconds=30)
 
     status, stopping, _ = api.call("DELETE", f"/api/instances/{instance['id']}")
     assert (status, stopping["status"]) == (202, "STOPPING")
-    assert ec2_state(instance["cloudResourceId"]) == "running"  # the API calls no cloud
-    clock.advance(seconds=40)
-    api.tick()
+    aws.wait_for_workflows()  # the release workflow the DELETE started; no reaper tick runs
 
     terminated = api.get(instance["id"])
     assert terminated["status"] == "TERMINATED"
+    assert terminated["statusReason"] == "user_request"
     assert ec2_state(instance["cloudResourceId"]) == "terminated"
-    # g4dn.xlarge: 0.526 USD/h x 790 s (until EC2 accepted the termination, at the tick)
-    assert terminated["costUsd"] == "0.115428"
-    assert terminated["billing"]["endedAt"] is not None
+    # g4dn.xlarge: 0.526 USD/h x 750 s (until EC2 accepted the termination, at the DELETE)
+    assert terminated["costUsd"] == "0.109583"
+    assert terminated["billing"]["endedAt"] == "2026-03-02T09:12:30.000Z"
     clock.advance(hours=3)
-    assert api.get(instance["id"])["costUsd"] == "0.115428"  # a finished run costs no more
+    assert api.get(instance["id"])["costUsd"] == "0.109583"  # a finished run costs no more
 
 
 def test_short_run_is_billed_the_sixty_second_minimum(api, aws, clock):
     instance = ready_instance(api, aws)
     clock.advance(seconds=10)
     api.call("DELETE", f"/api/instances/{instance['id']}")
-    api.tick()
+    aws.wait_for_workflows()
 
     # 0.526 x 60 / 3600 = 0.008766666 -> 0.008767
     assert api.get(instance["id"])["costUsd"] == "0.008767"
@@ -104,29 +105,32 @@ def test_repeated_delete_is_harmless(api, aws):
     instance = ready_instance(api, aws)
     first = api.call("DELETE", f"/api/instances/{instance['id']}")
     second = api.call("DELETE", f"/api/instances/{instance['id']}")
-    api.tick()
+    aws.wait_for_workflows()
     third = api.call("DELETE", f"/api/instances/{instance['id']}")
 
     assert [first[0], second[0], third[0]] == [202, 202, 202]
-    assert second[1]["status"] == "STOPPING"
+    assert second[1]["status"] in ("STOPPING", "TERMINATED")
     assert third[1]["status"] == "TERMINATED"
     assert len(third[1]["statusHistory"]) == 5
 
 
-def test_tick_materialises_cost_and_a_missed_tick_changes_no_figure(api, aws, clock):
+def test_ticks_that_change_nothing_write_nothing_and_a_missed_tick_changes_no_figure(
+    api, aws, clock, dynamodb_calls
+):
     every_minute = ready_instance(api, aws)
     once = ready_instance(api, aws)
 
+    dynamodb_calls.clear()
     for _ in range(30):
         clock.advance(minutes=1)
         api.tick()
     every = api.get(every_minute["id"])
     single = api.get(once["id"])
 
-    # Both were READY at the same instant; ticks only ever write what the timestamps say.
-    assert every["accruedCostUsd"] == every["costUsd"] == single["costUsd"]
-    assert every["costUsd"] == "0.263000"  # 0.526 x 1800 s
-    assert every["accruedUntil"] == every["costComputedAt"]
+    # Both were READY at the same instant; the cost follows from the timestamps alone.
+    assert every["costUsd"] == single["costUsd"] == "0.263000"  # 0.526 x 1800 s
+    writes = [c for c in dynamodb_calls if c in ("PutItem", "UpdateItem", "BatchWriteItem")]
+    assert writes == []  # the ticks' lease lives in the control table, not on the records
 
 
 def test_cost_on_read_is_live_between_ticks(api, aws, clock):
@@ -182,27 +186,26 @@ def test_stats_report_counts_burn_rate_cost_and_saving(api, aws, clock):
     assert kept["id"] != stopped["id"]
 
 
-def test_a_stop_the_cloud_throttles_is_retried_on_the_next_tick(api, aws, clock, faults):
+def test_a_stop_the_cloud_throttles_is_sent_again_by_the_next_tick(api, aws, clock, faults):
     instance = ready_instance(api, aws)
     faults.fail("ec2", "TerminateInstances", "RequestLimitExceeded")
     clock.advance(minutes=2)
     api.call("DELETE", f"/api/instances/{instance['id']}")
+    aws.wait_for_workflows()
 
-    clock.advance(minutes=1)
-    report = api.tick()
-    assert report["failures"] == {"confirm": 1}
     throttled = api.get(instance["id"])
     assert throttled["status"] == "STOPPING"
     assert throttled["billing"]["endedAt"] is None  # the cloud has not accepted it yet
     assert ec2_state(instance["cloudResourceId"]) == "running"
 
     clock.advance(minutes=1)
-    api.tick()
+    report = api.tick()
 
+    assert report["terminateSent"] == [instance["id"]]
     terminated = api.get(instance["id"])
     assert terminated["status"] == "TERMINATED"
     assert ec2_state(instance["cloudResourceId"]) == "terminated"
-    assert terminated["costUsd"] == "0.035067"  # billed until the cloud accepted: 240 s
+    assert terminated["costUsd"] == "0.026300"  # billed until the cloud accepted: 180 s
 
 
 def test_a_machine_whose_launch_raced_the_stop_is_found_by_its_tag_and_terminated(

@@ -66,8 +66,9 @@ def test_capacity_error_at_launch_ends_in_error_with_the_cloud_code(api, aws, fa
 
     failed = api.get(instance["id"])
     assert failed["status"] == "ERROR"
-    assert "CloudCapacityError" in failed["statusReason"]
-    assert "InsufficientInstanceCapacity" in failed["statusReason"]
+    assert failed["statusReason"] == (
+        "launch_failed: the cloud refused the launch (InsufficientInstanceCapacity)"
+    )
     assert failed["costUsd"] == "0.000000"
     assert ec2_instances_for(instance["id"]) == []
     assert aws.execution_status(failed["executionId"]) == "FAILED"
@@ -92,7 +93,9 @@ def test_throttling_that_never_ends_gives_up_in_error(api, aws, faults):
 
     failed = api.get(instance["id"])
     assert failed["status"] == "ERROR"
-    assert "CloudThrottlingError" in failed["statusReason"]
+    assert failed["statusReason"] == (
+        "launch_failed: the cloud kept throttling the service (RequestLimitExceeded)"
+    )
 
 
 def test_machine_terminated_behind_our_back_while_starting_is_recorded_as_error(api, aws):
@@ -108,8 +111,9 @@ def test_machine_terminated_behind_our_back_while_starting_is_recorded_as_error(
 
     failed = api.get(instance["id"])
     assert failed["status"] == "ERROR"
-    assert "CloudLaunchFailedError" in failed["statusReason"]
-    assert "terminated" in failed["statusReason"]
+    assert failed["statusReason"] == "launch_failed: the machine failed while it started"
+    assert failed["billing"]["startedAt"] is not None  # it ran, however briefly: billed
+    assert failed["costUsd"] == "0.008767"  # EC2's 60-second minimum
 
 
 def test_instance_stopped_during_launch_ends_the_workflow_quietly_and_leaves_no_machine(
@@ -129,10 +133,12 @@ def test_instance_stopped_during_launch_ends_the_workflow_quietly_and_leaves_no_
 
     assert state["stopped"] == 202
     stopped = api.get(instance["id"])
-    assert stopped["status"] == "STOPPING"
     assert aws.execution_status(stopped["executionId"]) == "SUCCEEDED"
     [machine] = ec2_instances_for(instance["id"])
     assert machine["State"]["Name"] in ("shutting-down", "terminated")
+    # The launch lost the race, released its machine and billed the record for it.
+    assert stopped["cloudResourceId"] == machine["InstanceId"]
+    assert stopped["costUsd"] == "0.008767"
 
     api.tick()
     assert api.get(instance["id"])["status"] == "TERMINATED"

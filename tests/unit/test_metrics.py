@@ -51,22 +51,29 @@ def test_a_tick_publishes_live_instances_for_every_live_status_zero_included():
     assert all(r["Stage"] == "prod" for r in records)
 
 
-def test_a_tick_publishes_burn_rate_stuck_records_and_failures_per_stage():
+def test_a_tick_publishes_burn_rate_stuck_records_orphans_and_failures_per_stage():
     report = TickReport(
-        marked_stuck=["inst-a", "inst-b"],
-        failures=Counter({"accrue": 1, "confirm": 2}),
+        failures=Counter({"list-aws": 1}),
         burn_rate_usd_per_hour=Decimal("4.438"),
+        stuck_stopping=1,
     )
+    report.outcome.failed_stuck.append("inst-a")
+    report.outcome.failures["terminate"] += 2
+    report.outcome.orphans_terminated.append("i-0abc")
+    report.outcome.finished_outside_service.extend(["inst-b", "inst-c"])
 
     [fleet] = [r for r in metrics.tick_records(report, "dev", AT) if "Status" not in r]
 
     assert fleet["BurnRateUsdPerHour"] == 4.438
     assert fleet["StuckInstances"] == 2
     assert fleet["ReaperFailures"] == 3
+    assert fleet["OrphansTerminated"] == 1
+    assert fleet["TerminatedOutsideService"] == 2
     [declaration] = fleet["_aws"]["CloudWatchMetrics"]
     assert declaration["Dimensions"] == [["Stage"]]
     assert {m["Name"] for m in declaration["Metrics"]} == {
-        "BurnRateUsdPerHour", "StuckInstances", "ReaperFailures",
+        "BurnRateUsdPerHour", "StuckInstances", "ReaperFailures", "OrphansTerminated",
+        "TerminatedOutsideService",
     }
 
 

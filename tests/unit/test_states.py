@@ -15,12 +15,13 @@ from chalicelib.domain.states import (
 
 S = InstanceStatus
 
-# The lifecycle written out by hand: every move not listed here must be refused.
+# The lifecycle written out by hand: every move not listed here must be refused. Any live
+# status may end TERMINATED directly when the cloud reports its machine gone.
 EXPECTED_MOVES = {
-    S.PROVISIONING: {S.CONFIGURING, S.STOPPING, S.ERROR},
-    S.CONFIGURING: {S.READY, S.STOPPING, S.ERROR},
-    S.READY: {S.RUNNING, S.STOPPING, S.ERROR},
-    S.RUNNING: {S.READY, S.STOPPING, S.ERROR},
+    S.PROVISIONING: {S.CONFIGURING, S.STOPPING, S.TERMINATED, S.ERROR},
+    S.CONFIGURING: {S.READY, S.STOPPING, S.TERMINATED, S.ERROR},
+    S.READY: {S.RUNNING, S.STOPPING, S.TERMINATED, S.ERROR},
+    S.RUNNING: {S.READY, S.STOPPING, S.TERMINATED, S.ERROR},
     S.STOPPING: {S.TERMINATED, S.ERROR},
     S.TERMINATED: set(),
     S.ERROR: set(),
@@ -53,7 +54,8 @@ def test_a_refused_move_names_the_moves_that_are_allowed():
     with pytest.raises(InvalidTransitionError) as refused:
         check_transition(S.READY, S.CONFIGURING)
     assert str(refused.value) == (
-        "An instance in READY cannot move to CONFIGURING; allowed: ERROR, RUNNING, STOPPING."
+        "An instance in READY cannot move to CONFIGURING; allowed: ERROR, RUNNING, STOPPING, "
+        "TERMINATED."
     )
 
 
