@@ -141,6 +141,14 @@ class Container:
         return DynamoDbLeases()
 
     @cached_property
+    def idempotency(self) -> Any:
+        from chalicelib.persistence.idempotency import PowertoolsIdempotency
+
+        return PowertoolsIdempotency(
+            self.settings.control_table_name, self.aws_client("dynamodb")
+        )
+
+    @cached_property
     def lifecycle(self) -> Any:
         from chalicelib.services.lifecycle import Lifecycle
 

@@ -18,10 +18,12 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     401: "No bearer token, or one this stage does not accept.",
     404: "No such instance, or one that belongs to someone else.",
     405: "The path does not support this method; `Allow` lists those it does.",
-    409: "The instance's current state does not allow this change.",
+    409: "The instance's current state does not allow this change, or a request with the "
+    "same Idempotency-Key is still being handled (retry after `Retry-After` seconds).",
     413: "The body is larger than 64 KiB.",
     415: "The body is not JSON (send Content-Type: application/json).",
-    422: "A well-formed request that cannot be satisfied (e.g. no type meets a requirement).",
+    422: "A well-formed request that cannot be satisfied (e.g. no type meets a requirement, "
+    "or an Idempotency-Key already used for another body).",
     500: "A failure of the service itself; it is logged.",
     502: "The cloud provider answered with an error.",
     503: "A cloud provider or the workflow is unavailable or not configured; retry later.",
@@ -43,6 +45,8 @@ class Operation:
     authenticated: bool = True
     description: str = ""
     success_headers: dict[str, str] = field(default_factory=dict)
+    # Request headers the operation reads: name -> (description, JSON schema).
+    request_headers: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def path_parameters(self) -> list[str]:
@@ -62,7 +66,21 @@ OPERATIONS: tuple[Operation, ...] = (
             "`instanceType`, or give a requirement (`gpu`, `gpuCount`, `provider`) and the "
             "cheapest matching type in the catalog is chosen."
         ),
-        success_headers={"Location": "The URL of the new instance record"},
+        success_headers={
+            "Location": "The URL of the new instance record",
+            "Idempotent-Replayed": "`true` when the answer repeats an earlier request's",
+        },
+        request_headers={
+            "Idempotency-Key": (
+                "Makes the request safe to retry: the same user, key and body within 24 "
+                "hours answer with the same record (its current state) and start nothing; "
+                "the same key with another body answers 422 `idempotency_key_reused`; while "
+                "the first request runs, a repeat answers 409 `idempotency_key_in_use`. "
+                "Another user's key is unrelated.",
+                {"type": "string", "minLength": 1, "maxLength": 128,
+                 "pattern": "^[\\x21-\\x7e]{1,128}$"},
+            )
+        },
     ),
     Operation(
         "listInstances", "GET", "/api/instances", "List your instances, newest first",
@@ -85,9 +103,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "terminateInstance", "DELETE", INSTANCE, "Stop an instance (idempotent)",
         202, responses.InstanceRecord, (400, 404, 409), query=requests.NoQuery,
         description=(
-            "A live instance goes to STOPPING; the next reaper tick (within a minute) asks "
-            "the cloud to terminate it, billing ends when the cloud accepts, and TERMINATED "
-            "is recorded once the cloud confirms. A repeat answers the record unchanged."
+            "A live instance goes to STOPPING and a release workflow asks the cloud at once "
+            "to terminate its machine (billing ends when the cloud accepts); TERMINATED is "
+            "recorded when the cloud confirms the machine gone, within seconds. The reaper's "
+            "tick is the safety net. A repeat answers the record unchanged."
         ),
     ),
     Operation(
@@ -183,6 +202,10 @@ def _operation_object(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
         {"name": name, "in": "path", "required": True,
          "schema": {"type": "string", "pattern": requests.INSTANCE_ID_PATTERN}}
         for name in op.path_parameters
+    ]
+    parameters += [
+        {"name": name, "in": "header", "required": False, "description": text, "schema": schema}
+        for name, (text, schema) in op.request_headers.items()
     ]
     if op.query is not None:
         query_schema = schemas[op.query.__name__]

@@ -47,9 +47,27 @@ class Endpoints:
 
     def provision(self, request: Request) -> Response:
         caller = self._caller(request)
+        key = idempotency_key(request.headers or {})
         data = _json_body(request)
         if not isinstance(data, dict):
             raise ValidationError("The request body must be a JSON object.")
+        if key is None:
+            answer = self._provision(caller, data)
+            replayed = False
+        else:
+            # The same user, key and body within 24 hours: the first answer, nothing started.
+            answer, replayed = self.container.idempotency.once(
+                caller.user_id, key, data, lambda: self._provision(caller, data)
+            )
+        headers = {"Location": f"/api/instances/{answer['id']}"}
+        if replayed:
+            # The record as it is now (it may have moved on), with the first answer's offer.
+            current = self.container.instances.get(caller, answer["id"])
+            answer = {**answer, **self._view(current)}
+            headers["Idempotent-Replayed"] = "true"
+        return Response(body=answer, status_code=202, headers=headers)
+
+    def _provision(self, caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
         if "instanceType" in data and "gpu" in data:
             raise ValidationError(
                 "Give either instanceType (a named type) or gpu (a requirement), not both.",
@@ -78,13 +96,10 @@ class Endpoints:
                 metadata=body.metadata,
             ),
         )
-        instance = provisioned.instance
-        answer = self._view(instance)
+        answer = self._view(provisioned.instance)
         if provisioned.offer is not None:
             answer["offer"] = offer_view(provisioned.offer)
-        return Response(
-            body=answer, status_code=202, headers={"Location": f"/api/instances/{instance.id}"}
-        )
+        return answer
 
     def get(self, request: Request, instance_id: str) -> dict[str, Any]:
         caller = self._caller(request)
@@ -201,6 +216,25 @@ def offer_view(offer: Offer) -> dict[str, Any]:
         "chosen": candidate(offer.chosen) if offer.chosen else None,
         "alternatives": [candidate(t, why) for t, why in weighed],
     }
+
+
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+# 1-128 visible ASCII characters (a UUID is the usual choice).
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+def idempotency_key(headers: Any) -> str | None:
+    """The request's Idempotency-Key, or None; ValidationError if it is malformed."""
+    value = headers.get(IDEMPOTENCY_KEY_HEADER.lower()) or headers.get(IDEMPOTENCY_KEY_HEADER)
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(value):
+        raise ValidationError(
+            "The Idempotency-Key header must be 1 to 128 visible ASCII characters, "
+            "without spaces (a UUID is a good key).",
+            fields=[{"field": IDEMPOTENCY_KEY_HEADER, "problem": "malformed"}],
+        )
+    return str(value)
 
 
 def _checked_id(instance_id: str) -> str:

@@ -30,6 +30,8 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (domain.MethodNotAllowedError, 405),
     (domain.InvalidTransitionError, 409),
     (domain.ConcurrentUpdateError, 409),
+    (domain.IdempotencyKeyInUseError, 409),
+    (domain.IdempotencyKeyReusedError, 422),
     (domain.PayloadTooLargeError, 413),
     (domain.UnsupportedMediaTypeError, 415),
     (domain.UnsatisfiableRequestError, 422),
@@ -71,7 +73,7 @@ def response_for(error: Exception) -> Response:
                 headers["WWW-Authenticate"] = "Bearer"
             if isinstance(error, domain.MethodNotAllowedError):
                 headers["Allow"] = ", ".join(error.allowed)
-            if isinstance(error, CloudThrottlingError):
+            if isinstance(error, CloudThrottlingError | domain.IdempotencyKeyInUseError):
                 headers["Retry-After"] = "5"
             return problem(
                 status, getattr(error, "code", "error"), str(error),

@@ -94,3 +94,25 @@ class StoreUnavailableError(DomainError):
     (the workflow retries this class, the API answers 503)."""
 
     code = "store_unavailable"
+
+
+class IdempotencyKeyReusedError(DomainError):
+    """An Idempotency-Key already used, within its window, for a request with another body."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.fields = [{"field": "Idempotency-Key", "problem": "used for another body"}]
+        self.key = key
+
+
+class IdempotencyKeyInUseError(DomainError):
+    """A request with the same Idempotency-Key is still being handled."""
+
+    code = "idempotency_key_in_use"
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.fields = [{"field": "Idempotency-Key", "problem": "a request with it is running"}]
+        self.key = key
