@@ -44,14 +44,20 @@ class CloudFaults:
     def __init__(self) -> None:
         self.pending: dict[tuple[str, str], list[str]] = {}
         self.answers: dict[tuple[str, str], dict] = {}
+        self.answer_times: dict[tuple[str, str], int] = {}
         self.calls: list[tuple[str, str]] = []
 
     def fail(self, service: str, operation: str, code: str, times: int = 1) -> None:
         self.pending.setdefault((service, operation), []).extend([code] * times)
 
-    def answer(self, service: str, operation: str, parsed: dict) -> None:
-        """Answer every `operation` call with `parsed` as a success, without running it."""
+    def answer(
+        self, service: str, operation: str, parsed: dict, times: int | None = None
+    ) -> None:
+        """Answer `operation` calls (every one, or the next `times`) with `parsed` as a
+        success, without running them."""
         self.answers[(service, operation)] = parsed
+        if times is not None:
+            self.answer_times[(service, operation)] = times
 
     def client(self, service: str, region: str) -> Any:
         client = boto3.client(service, region_name=region)
@@ -63,14 +69,21 @@ class CloudFaults:
         key = (service, model.name)
         self.calls.append(key)
         if key in self.answers:
-            return AWSResponse("https://emulated", 200, {}, None), self.answers[key]
+            parsed = self.answers[key]
+            if key in self.answer_times:
+                self.answer_times[key] -= 1
+                if self.answer_times[key] <= 0:
+                    del self.answers[key], self.answer_times[key]
+            return AWSResponse("https://emulated", 200, {}, None), parsed
         codes = self.pending.get(key)
         if not codes:
             return None
         code = codes.pop(0)
         response = AWSResponse("https://emulated", 400, {}, None)
         return response, {
-            "Error": {"Code": code, "Message": f"injected {code}"},
+            # AWS's own messages name roles, accounts and resources: so do these.
+            "Error": {"Code": code, "Message": f"injected {code} for arn:aws:iam::"
+                      "123456789012:role/instance-provisioner-prod-launch on table/secret"},
             "ResponseMetadata": {"HTTPStatusCode": 400},
         }
 
@@ -200,6 +213,45 @@ def untracked_machine(aws: EmulatedAws) -> Callable[[str], str]:
     return launch
 
 
+class StoreFaults:
+    """Makes chosen DynamoDB calls of the service's records fail as DynamoDB fails them, on
+    PynamoDB's own botocore client (so PynamoDB wraps them as it would)."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, str, Callable[[dict], bool]]] = []
+
+    def fail(
+        self, operation: str, code: str, times: int = 1,
+        when: Callable[[dict], bool] = lambda params: True,
+    ) -> None:
+        self.pending.extend([(operation, code, when)] * times)
+
+    def before_call(self, model: Any, params: dict, **_: Any) -> Any:
+        request = json.loads(params.get("body") or b"{}")  # the operation's own parameters
+        for index, (operation, code, when) in enumerate(self.pending):
+            if operation == model.name and when(request):
+                del self.pending[index]
+                response = AWSResponse("https://emulated", 400, {}, None)
+                return response, {
+                    "Error": {"Code": code, "Message": f"injected {code} on "
+                              "arn:aws:dynamodb:us-east-1:123456789012:table/secret-table"},
+                    "ResponseMetadata": {"HTTPStatusCode": 400},
+                }
+        return None
+
+
+@pytest.fixture
+def store_faults(aws: EmulatedAws) -> StoreFaults:
+    from chalicelib.persistence.dynamodb import InstanceModel
+
+    faults = StoreFaults()
+    bootstrap.container().repository  # points the model at the table first (a new client)
+    InstanceModel._get_connection().connection.client.meta.events.register(
+        "before-call", faults.before_call
+    )
+    return faults
+
+
 @pytest.fixture
 def dynamodb_calls(aws: EmulatedAws) -> list[str]:
     """The names of the DynamoDB operations the service's records make (PynamoDB's own
@@ -211,6 +263,7 @@ def dynamodb_calls(aws: EmulatedAws) -> list[str]:
     def record(model: Any, **_: Any) -> None:
         calls.append(model.name)
 
+    bootstrap.container().repository  # points the model at the table first (a new client)
     InstanceModel._get_connection().connection.client.meta.events.register(
         "before-call", record
     )

@@ -278,3 +278,64 @@ def test_an_unknown_error_code_raises_the_base_provider_error_keeping_the_code(
     assert type(caught.value) is CloudProviderError
     assert caught.value.cloud_code == "InternalError"
     assert isinstance(caught.value.__cause__, ClientError)
+
+
+def test_launch_asks_ec2_to_tag_the_instance_its_volumes_and_its_network_interface(
+    ec2: Any, provider: Ec2Provider
+):
+    # moto applies instance and volume tags but not network-interface ones: check the request.
+    sent: list[dict] = []
+    ec2.meta.events.register(
+        "before-parameter-build.ec2.RunInstances", lambda params, **_: sent.append(params)
+    )
+
+    provider.launch(launch_request())
+
+    [request] = sent
+    kinds = {spec["ResourceType"]: tags_of(spec) for spec in request["TagSpecifications"]}
+    assert set(kinds) == {"instance", "volume", "network-interface"}
+    assert all(tags["provisioner:deployment"] == DEPLOYMENT for tags in kinds.values())
+
+
+def test_a_snapshot_lists_only_this_deployments_machines_and_the_ones_asked_about(
+    ec2: Any, provider: Ec2Provider, settings: Ec2Settings
+):
+    mine = provider.launch(launch_request("rec-1")).resource_id
+    elsewhere = Ec2Provider(settings, lambda region: ec2, "other-deployment")
+    foreign = elsewhere.launch(launch_request("rec-2")).resource_id
+    untagged = ec2.run_instances(ImageId=settings.ami_id, MinCount=1, MaxCount=1)[
+        "Instances"
+    ][0]["InstanceId"]
+
+    look = provider.snapshot(REGION, [untagged, "i-0123456789abcdef0"])
+
+    assert [(m.resource_id, m.record_id) for m in look.managed] == [(mine, "rec-1")]
+    assert look.managed[0].launched_at is not None
+    assert set(look.by_id) == {mine, untagged}  # an id EC2 does not know is simply absent
+    assert foreign not in look.by_id
+
+
+def test_a_snapshot_reports_when_a_machine_was_terminated(ec2: Any, provider: Ec2Provider):
+    machine = provider.launch(launch_request()).resource_id
+    ec2.terminate_instances(InstanceIds=[machine])
+
+    [gone] = provider.snapshot(REGION, []).managed
+
+    assert gone.state is CloudState.TERMINATED
+    assert gone.gone_at is not None  # from "User initiated (... UTC)"
+
+
+def test_many_machines_are_terminated_in_one_call_and_an_unknown_id_spoils_none(
+    ec2: Any, provider: Ec2Provider
+):
+    machines = [provider.launch(launch_request(f"rec-{n}")).resource_id for n in range(3)]
+    calls: list[str] = []
+    ec2.meta.events.register("before-call", lambda model, **_: calls.append(model.name))
+
+    states = provider.terminate_many([*machines, "i-0123456789abcdef0"], REGION)
+
+    assert {m: states[m] for m in machines} == dict.fromkeys(machines, CloudState.TERMINATING)
+    assert states["i-0123456789abcdef0"] is CloudState.TERMINATED
+    # One call for all; EC2 refused it for the unknown id, so one more per machine.
+    assert calls.count("TerminateInstances") == 1 + 4
+    assert all(instance(ec2, m)["State"]["Name"] == "terminated" for m in machines)

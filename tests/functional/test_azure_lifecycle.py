@@ -251,3 +251,32 @@ def test_one_lifecycle_makes_these_arm_calls_in_this_order(api, aws):
         f"GET virtualMachines {vm}",  # next Release step: 404, TERMINATED
     ]
     assert api.get(instance["id"])["status"] == "TERMINATED"
+
+
+def test_an_azure_vm_of_this_deployment_with_no_record_is_deleted_and_a_foreign_one_kept(
+    api, aws, clock
+):
+    from chalicelib.providers.azure_compute import AzureComputeProvider
+    from chalicelib.providers.base import LaunchRequest
+    from local.emulator import azure_connection, azure_settings
+
+    def launch_behind_our_back(deployment: str, record_id: str) -> None:
+        provider = AzureComputeProvider(
+            azure_settings(aws.arm), azure_connection(aws.arm), deployment=deployment
+        )
+        provider.launch(LaunchRequest(record_id, "mallory", None, "Standard_NC6", "eastus"))
+
+    orphan, foreign = "inst-" + "a" * 32, "inst-" + "b" * 32
+    launch_behind_our_back(aws.settings.deployment_name, orphan)
+    launch_behind_our_back("another-deployment", foreign)
+
+    clock.advance(seconds=60)
+    assert api.tick()["orphansTerminated"] == []  # within the grace period
+    clock.advance(seconds=60)
+    report = api.tick()
+
+    [deleted] = report["orphansTerminated"]
+    assert deleted.endswith(f"/virtualMachines/{orphan}")
+    assert f"DELETE virtualMachines {orphan}" in aws.arm_fake.calls
+    assert f"DELETE virtualMachines {foreign}" not in aws.arm_fake.calls
+    assert foreign in aws.arm_fake.vm_names()

@@ -117,8 +117,8 @@ def test_repeated_delete_is_harmless(api, aws):
 def test_ticks_that_change_nothing_write_nothing_and_a_missed_tick_changes_no_figure(
     api, aws, clock, dynamodb_calls
 ):
-    every_minute = ready_instance(api, aws)
-    once = ready_instance(api, aws)
+    every_minute = ready_instance(api, aws, autoTerminateMinutes=60)
+    once = ready_instance(api, aws, autoTerminateMinutes=60)
 
     dynamodb_calls.clear()
     for _ in range(30):
