@@ -173,17 +173,17 @@ class Reconciler:
             for instance in group:
                 outcome.terminate_sent.append(instance.id)
                 state = states.get(str(instance.cloud_resource_id), CloudState.TERMINATING)
-                if state.is_present:
-                    continue  # not going yet: billed on until a look shows it going
-                stored = self._attempt(instance.with_billing_ended(now), instance, now, outcome)
-                if stored is not None:
-                    going.append(stored)
-            self._finish_gone(provider_name, region, going, now, outcome, events)
+                if not state.is_present:
+                    going.append(instance)
+                # else not going yet: billed on until a look shows it going
+            self._record_going(provider_name, region, going, now, outcome, events)
 
-    def _finish_gone(
+    def _record_going(
         self, provider_name: str, region: str, going: list[Instance], now: datetime,
         outcome: Outcome, events: list[Event],
     ) -> None:
+        """Billing of machines the cloud began deleting ends now; one look at them finishes
+        the records of those already gone in the same write."""
         if not going:
             return
         try:
@@ -192,29 +192,21 @@ class Reconciler:
             )
         except CloudProviderError:
             logger.exception("could not look at %d terminated machine(s)", len(going))
-            return  # the next look finishes them
+            look = None
         for instance in going:
-            machine = look.state_of(str(instance.cloud_resource_id))
-            if machine is None or machine.state is not CloudState.TERMINATED:
-                continue
+            ended = instance.with_billing_ended(instance.billing_ended_at or now)
+            machine = look.state_of(str(instance.cloud_resource_id)) if look else None
             try:
-                self.lifecycle.move(
-                    instance, InstanceStatus.TERMINATED, instance.status_reason, deferred=events
-                )
-                outcome.finished.append(instance.id)
+                if machine is not None and machine.state is CloudState.TERMINATED:
+                    self.lifecycle.move(
+                        ended, InstanceStatus.TERMINATED, instance.status_reason,
+                        deferred=events, billing_ended_at=ended.billing_ended_at,
+                    )
+                    outcome.finished.append(instance.id)
+                elif ended != instance:
+                    self._save(ended, instance, now)
             except ConcurrentUpdateError:
-                outcome.races += 1
-
-    def _attempt(
-        self, changed: Instance, read: Instance, now: datetime, outcome: Outcome
-    ) -> Instance | None:
-        if changed == read:
-            return read
-        try:
-            return self._save(changed, read, now)
-        except ConcurrentUpdateError:
-            outcome.races += 1  # the next look decides on the fresh record
-            return None
+                outcome.races += 1  # the next look decides on the fresh record
 
     def _terminate_orphans(
         self, orphans: list[Orphan], now: datetime, outcome: Outcome, events: list[Event]
