@@ -259,7 +259,7 @@ def test_each_state_machine_logs_and_traces_and_its_role_may_invoke_only_its_own
     assert all(a.startswith(("logs:", "xray:")) for a in others), others
 
 
-def test_the_release_state_machine_may_invoke_the_release_function_and_nothing_else(package):
+def test_the_release_state_machine_has_its_own_role_which_may_invoke_only_release_instance(package):
     role = package.resources["ReleaseStateMachineRole"]["Properties"]
     [policy] = role["Policies"]
     [invoke] = [s for s in policy["PolicyDocument"]["Statement"] if "lambda" in str(s["Action"])]
