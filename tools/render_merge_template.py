@@ -1,7 +1,7 @@
 """Renders .chalice/merge-template.json for one stage into the template `chalice package` merges.
 
 The merge template cannot read files, so this fills in what must come from elsewhere:
-the lifecycle ASL document itself (the same file the local run executes), each Task's
+each workflow's ASL document itself (the same file the local run executes), each Task's
 function ARN, the dashboard, the stage's names, each function's name, and each function
 role's policy file with its wildcard region and account bound to the stack's own
 (`chalice deploy` uses the files as they are).
@@ -20,7 +20,7 @@ from typing import Any
 
 from chalice.utils import to_cfn_resource_name
 
-from chalicelib.workflow.stepfunctions import LIFECYCLE
+from chalicelib.workflow.stepfunctions import WORKFLOWS, WorkflowDefinition
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CHALICE_DIR = PROJECT_DIR / ".chalice"
@@ -38,6 +38,12 @@ class RenderError(Exception):
 def function_resource(function_name: str) -> str:
     """The logical id `chalice package` gives the Lambda function of this name."""
     return "APIHandler" if function_name == "api_handler" else to_cfn_resource_name(function_name)
+
+
+def state_machine_resource(workflow: WorkflowDefinition, part: str = "") -> str:
+    """The logical id of a workflow's state machine, or of its `Role` or `Logs` (the log
+    group), in the merge template: LifecycleStateMachine, LifecycleStateMachineRole..."""
+    return f"{to_cfn_resource_name(workflow.name)}StateMachine{part}"
 
 
 def role_resource(function_name: str) -> str:
@@ -120,35 +126,22 @@ def function_overrides(stage: str) -> dict[str, Any]:
 
 def render(stage: str) -> dict[str, Any]:
     """The merge template of `stage`, ready for `chalice package --merge-template`."""
-    _, settings = load_config(stage)
+    app_name, settings = load_config(stage)
     template = json.loads(MERGE_TEMPLATE.read_text().replace(STAGE_TOKEN, stage))
     resources = template["Resources"]
-    task_arns = {
-        placeholder: {"Fn::GetAtt": [function_resource(name), "Arn"]}
-        for placeholder, name in LIFECYCLE.task_functions.items()
-    }
-    definition_text = LIFECYCLE.definition_file.read_text()
-    definition = json.loads(definition_text)
-    missing = set(re.findall(r"\$\{(\w+)\}", definition_text)) - set(task_arns)
-    if missing:
-        raise RenderError(f"No function is bound to {sorted(missing)} in TASK_FUNCTIONS.")
-
-    machine = resources["LifecycleStateMachine"]["Properties"]
-    _fill(machine, "Definition", definition)
-    _fill(machine, "DefinitionSubstitutions", task_arns)
-    [invoke] = [
-        s
-        for s in resources["LifecycleStateMachineRole"]["Properties"]["Policies"][0][
-            "PolicyDocument"
-        ]["Statement"]
-        if s["Action"] == "lambda:InvokeFunction"
-    ]
-    _fill(invoke, "Resource", list(task_arns.values()))
-    _fill(
-        resources["LifecycleStateMachineLogs"]["Properties"],
-        "RetentionInDays",
-        int(settings.get("log_retention_in_days", 30)),
-    )
+    declared = {
+        name for name, resource in resources.items()
+        if resource.get("Type") == "AWS::StepFunctions::StateMachine"
+    }  # fmt: skip
+    expected = {state_machine_resource(workflow) for workflow in WORKFLOWS}
+    if declared != expected:
+        raise RenderError(
+            f"{MERGE_TEMPLATE} declares the state machines {sorted(declared)}; the workflows "
+            f"of chalicelib/workflow/stepfunctions.py need {sorted(expected)}."
+        )
+    retention = int(settings.get("log_retention_in_days", 30))
+    for workflow in WORKFLOWS:
+        _render_workflow(resources, workflow, f"{app_name}-{stage}-{workflow.name}", retention)
     dashboard = json.loads(DASHBOARD.read_text().replace(STAGE_TOKEN, stage))
     _fill(
         resources["OperationsDashboard"]["Properties"],
@@ -161,6 +154,43 @@ def render(stage: str) -> dict[str, Any]:
     if leftovers:
         raise RenderError(f"Unfilled values in {MERGE_TEMPLATE}: {leftovers}")
     return template
+
+
+def _render_workflow(
+    resources: dict[str, Any], workflow: WorkflowDefinition, machine_name: str, retention: int
+) -> None:
+    """Fill one workflow's state machine (its ASL document, each Task's function), its role
+    (may invoke those functions only) and its log group."""
+    task_arns = {
+        placeholder: {"Fn::GetAtt": [function_resource(name), "Arn"]}
+        for placeholder, name in workflow.task_functions.items()
+    }
+    definition_text = workflow.definition_file.read_text()
+    missing = set(re.findall(r"\$\{(\w+)\}", definition_text)) - set(task_arns)
+    if missing:
+        raise RenderError(
+            f"No function is bound to {sorted(missing)} in the task_functions of the "
+            f"{workflow.name} workflow."
+        )
+    machine_id, role_id, logs_id = (
+        state_machine_resource(workflow, part) for part in ("", "Role", "Logs")
+    )
+    absent = [name for name in (machine_id, role_id, logs_id) if name not in resources]
+    if absent:
+        raise RenderError(f"{MERGE_TEMPLATE} has no {absent} for the {workflow.name} workflow.")
+
+    machine = resources[machine_id]["Properties"]
+    if machine.get("StateMachineName") != machine_name:
+        # The functions find the machine by this name (its ARN is built in the environment).
+        raise RenderError(f"{machine_id} must be named {machine_name!r} in {MERGE_TEMPLATE}.")
+    _fill(machine, "Definition", json.loads(definition_text))
+    _fill(machine, "DefinitionSubstitutions", task_arns)
+    [policy] = resources[role_id]["Properties"]["Policies"]
+    [invoke] = [
+        s for s in policy["PolicyDocument"]["Statement"] if s["Action"] == "lambda:InvokeFunction"
+    ]
+    _fill(invoke, "Resource", list(task_arns.values()))
+    _fill(resources[logs_id]["Properties"], "RetentionInDays", retention)
 
 
 def _merge_into(target: dict[str, Any], additions: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -26,27 +27,38 @@ from typing import Any
 import pytest
 
 from chalicelib import metrics
+from chalicelib.persistence.control import TTL_ATTRIBUTE, ControlItem
 from chalicelib.persistence.dynamodb import InstanceModel
-from chalicelib.workflow.stepfunctions import LIFECYCLE
+from chalicelib.services.reaper import TickReport
+from chalicelib.settings import Settings
+from chalicelib.workflow.stepfunctions import LIFECYCLE, RELEASE, WORKFLOWS, WorkflowDefinition
+from tools import render_merge_template
 from tools.lint_template import sam_transform
 from tools.render_merge_template import (
     CHALICE_DIR,
     PROJECT_DIR,
+    RenderError,
     bound_to_stack,
     function_resource,
     render,
     role_resource,
+    state_machine_resource,
 )
 
-DEFINITION_FILE = LIFECYCLE.definition_file
-TASK_FUNCTIONS = LIFECYCLE.task_functions
 STAGE = "prod"
 CONFIG = json.loads((CHALICE_DIR / "config.json").read_text())
-STEP_FUNCTIONS = set(TASK_FUNCTIONS.values())
+DEPLOYMENT = CONFIG["stages"][STAGE]["environment_variables"]["DEPLOYMENT_NAME"]
+STEP_FUNCTIONS = {name for workflow in WORKFLOWS for name in workflow.task_functions.values()}
 CLOUD_CALLERS = (STEP_FUNCTIONS - {"mark_instance_configuring", "mark_instance_ready"}) | {
-    "reaper", "release_instance",
+    "reaper",
 }
+# Each function that may terminate a machine, and why: a launch that lost a race, a failed
+# launch, a tick (idle, stopped, orphan), a DELETE.
+TERMINATORS = {"launch_instance", "record_instance_error", "reaper", "release_instance"}
 PUBLIC_PATHS = {"/api/openapi.json"}
+# What CloudFormation substitutes for the pseudo parameters, to read an environment as a
+# deployed function does.
+PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "111122223333"}
 
 
 @dataclass
@@ -135,6 +147,33 @@ def actions(statements: list[dict[str, Any]]) -> set[str]:
     return {a for s in statements for a in as_list(s["Action"])}
 
 
+def same_items(left: list[dict[str, str]], right: list[dict[str, str]]) -> bool:
+    """Two lists of key or attribute definitions hold the same ones, in any order."""
+    return sorted(sorted(d.items()) for d in left) == sorted(sorted(d.items()) for d in right)
+
+
+def deployed_value(value: Any, parameters: dict[str, str]) -> str:
+    """A value of the template as CloudFormation resolves it: pseudo parameters, the given
+    parameters, and every condition false (no optional parameter is set)."""
+    if isinstance(value, str):
+        return value
+    [(function, argument)] = value.items()
+    if function == "Ref":
+        return {**PSEUDO, **parameters}[argument]
+    if function == "Fn::Sub":
+        return re.sub(r"\$\{([\w:]+)\}", lambda m: {**PSEUDO, **parameters}[m[1]], argument)
+    if function == "Fn::If":
+        return deployed_value(argument[2], parameters)
+    raise AssertionError(f"unexpected {function} in {value}")
+
+
+def arn_of_machine(machine: dict[str, Any]) -> str:
+    return (
+        f"arn:aws:states:{PSEUDO['AWS::Region']}:{PSEUDO['AWS::AccountId']}"
+        f":stateMachine:{machine['Properties']['StateMachineName']}"
+    )
+
+
 # -- the package as a whole -------------------------------------------------------------
 
 
@@ -157,28 +196,33 @@ def test_the_deployment_package_holds_the_app_and_nothing_of_the_build(package):
 def test_the_template_holds_the_service_resources(package):
     types = {name: r["Type"] for name, r in package.resources.items()}
 
-    assert types["InstancesTable"] == "AWS::DynamoDB::Table"
+    assert types["InstancesTable"] == types["ControlTable"] == "AWS::DynamoDB::Table"
     assert types["LifecycleEventBus"] == "AWS::Events::EventBus"
     assert types["LifecycleStateMachine"] == "AWS::StepFunctions::StateMachine"
+    assert types["ReleaseStateMachine"] == "AWS::StepFunctions::StateMachine"
     assert types["OperationsDashboard"] == "AWS::CloudWatch::Dashboard"
-    assert sum(t == "AWS::CloudWatch::Alarm" for t in types.values()) >= 5
+    assert sum(t == "AWS::CloudWatch::Alarm" for t in types.values()) >= 7
     functions = {n for n, t in types.items() if t == "AWS::Serverless::Function"}
     assert functions == {function_resource(n) for n in CONFIG["lambda_functions"]}
 
 
-# -- the workflow -----------------------------------------------------------------------
+# -- the workflows ----------------------------------------------------------------------
+
+each_workflow = pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)
 
 
-def test_the_state_machine_runs_the_local_asl_document_with_each_task_bound_to_its_function(
-    package,
+@each_workflow
+def test_each_state_machine_runs_its_local_asl_document_with_each_task_bound_to_its_function(
+    package, workflow: WorkflowDefinition
 ):
-    machine = package.resources["LifecycleStateMachine"]["Properties"]
-    placeholders = set(re.findall(r"\$\{(\w+)\}", DEFINITION_FILE.read_text()))
+    machine = package.resources[state_machine_resource(workflow)]["Properties"]
+    text = workflow.definition_file.read_text()
+    placeholders = set(re.findall(r"\$\{(\w+)\}", text))
 
-    assert machine["Definition"] == json.loads(DEFINITION_FILE.read_text())
+    assert machine["Definition"] == json.loads(text)
     assert machine["StateMachineType"] == "STANDARD"
-    assert set(machine["DefinitionSubstitutions"]) == placeholders == set(TASK_FUNCTIONS)
-    for placeholder, function_name in TASK_FUNCTIONS.items():
+    assert set(machine["DefinitionSubstitutions"]) == placeholders == set(workflow.task_functions)
+    for placeholder, function_name in workflow.task_functions.items():
         logical_id, attribute = machine["DefinitionSubstitutions"][placeholder]["Fn::GetAtt"]
         assert attribute == "Arn"
         function = package.resources[logical_id]
@@ -186,51 +230,99 @@ def test_the_state_machine_runs_the_local_asl_document_with_each_task_bound_to_i
         assert function["Properties"]["Handler"] == f"app.{function_name}"
 
 
-def test_the_state_machine_logs_and_traces_and_may_invoke_only_the_step_functions(package):
-    machine = package.resources["LifecycleStateMachine"]["Properties"]
-    role = package.resources["LifecycleStateMachineRole"]["Properties"]
+@each_workflow
+def test_each_state_machine_logs_and_traces_and_its_role_may_invoke_only_its_own_functions(
+    package, workflow: WorkflowDefinition
+):
+    machine = package.resources[state_machine_resource(workflow)]["Properties"]
+    logs = package.resources[state_machine_resource(workflow, "Logs")]
+    role = package.resources[state_machine_resource(workflow, "Role")]["Properties"]
     [policy] = role["Policies"]
-    invoke = [s for s in policy["PolicyDocument"]["Statement"] if "lambda" in str(s["Action"])]
+    statements = policy["PolicyDocument"]["Statement"]
+    invoke = [s for s in statements if "lambda" in str(s["Action"])]
 
     assert machine["TracingConfiguration"] == {"Enabled": True}
     assert machine["LoggingConfiguration"]["Level"] == "ALL"
+    assert machine["LoggingConfiguration"]["IncludeExecutionData"] is False
     [destination] = machine["LoggingConfiguration"]["Destinations"]
     assert destination["CloudWatchLogsLogGroup"]["LogGroupArn"] == {
-        "Fn::GetAtt": ["LifecycleStateMachineLogs", "Arn"]
+        "Fn::GetAtt": [state_machine_resource(workflow, "Logs"), "Arn"]
     }
-    assert machine["RoleArn"] == {"Fn::GetAtt": ["LifecycleStateMachineRole", "Arn"]}
+    assert logs["Properties"]["RetentionInDays"] == CONFIG["stages"][STAGE]["log_retention_in_days"]
+    assert logs["DeletionPolicy"] == "Delete"
+    assert machine["RoleArn"] == {"Fn::GetAtt": [state_machine_resource(workflow, "Role"), "Arn"]}
     assert [s["Action"] for s in invoke] == ["lambda:InvokeFunction"]
     assert sorted(r["Fn::GetAtt"][0] for r in invoke[0]["Resource"]) == sorted(
-        function_resource(n) for n in STEP_FUNCTIONS
+        function_resource(n) for n in workflow.task_functions.values()
+    )
+    others = actions([s for s in statements if s not in invoke])
+    assert all(a.startswith(("logs:", "xray:")) for a in others), others
+
+
+def test_the_release_state_machine_has_its_own_role_which_may_invoke_only_release_instance(package):
+    role = package.resources["ReleaseStateMachineRole"]["Properties"]
+    [policy] = role["Policies"]
+    [invoke] = [s for s in policy["PolicyDocument"]["Statement"] if "lambda" in str(s["Action"])]
+
+    assert invoke["Resource"] == [{"Fn::GetAtt": [function_resource("release_instance"), "Arn"]}]
+    assert package.resources["ReleaseStateMachine"]["Properties"]["RoleArn"] != (
+        package.resources["LifecycleStateMachine"]["Properties"]["RoleArn"]
     )
 
 
-def test_each_step_function_times_out_before_its_task_state_does(package):
-    states = json.loads(DEFINITION_FILE.read_text())["States"]
-    for state in states.values():
-        if state["Type"] != "Task":
-            continue
+@each_workflow
+def test_each_step_function_times_out_before_its_task_state_does(
+    package, workflow: WorkflowDefinition
+):
+    states = json.loads(workflow.definition_file.read_text())["States"]
+    tasks = [state for state in states.values() if state["Type"] == "Task"]
+    assert tasks
+    for state in tasks:
         placeholder = state["Resource"].strip("${}")
-        function = package.function(TASK_FUNCTIONS[placeholder])["Properties"]
+        function = package.function(workflow.task_functions[placeholder])["Properties"]
         assert function["Timeout"] < state["TimeoutSeconds"], placeholder
 
 
-def test_the_functions_know_the_state_machine_the_table_and_the_bus_of_their_stage(package):
-    machine = package.resources["LifecycleStateMachine"]["Properties"]
-    table = package.resources["InstancesTable"]["Properties"]
-    bus = package.resources["LifecycleEventBus"]["Properties"]
+def test_every_function_reads_the_state_machines_tables_bus_and_deployment_of_its_stage(
+    package,
+):
+    resources = package.resources
     shared = package.template["Globals"]["Function"]["Environment"]["Variables"]
+    parameters = {name: f"<{name}>" for name in package.template["Parameters"]}
+    for name in CONFIG["lambda_functions"]:
+        variables = {**shared, **package.function(name)["Properties"]["Environment"]["Variables"]}
+        settings = Settings.from_env(
+            {key: deployed_value(value, parameters) for key, value in variables.items()}
+        )
 
-    assert sub_text(shared["LIFECYCLE_STATE_MACHINE_ARN"]).endswith(
-        f":stateMachine:{machine['StateMachineName']}"
-    )
-    assert shared["EC2_AMI_ID"] == {"Ref": "Ec2AmiId"}
+        assert settings.stage == STAGE, name
+        assert settings.state_machine_arn == arn_of_machine(resources["LifecycleStateMachine"])
+        assert settings.release_state_machine_arn == arn_of_machine(
+            resources["ReleaseStateMachine"]
+        )
+        assert settings.table_name == resources["InstancesTable"]["Properties"]["TableName"]
+        assert settings.control_table_name == resources["ControlTable"]["Properties"]["TableName"]
+        assert settings.event_bus_name == resources["LifecycleEventBus"]["Properties"]["Name"]
+        assert settings.deployment_name == DEPLOYMENT == f"instance-provisioner-{STAGE}"
+        assert settings.ec2.ami_id == "<Ec2AmiId>"
+        assert settings.azure.subscription_id == "<AzureSubscriptionId>"
+
+
+def test_the_functions_that_call_a_cloud_and_only_they_get_the_azure_client_secret(package):
+    secret = {
+        "Fn::If": [
+            "HasAzureClientSecret",
+            {"Fn::Sub": "{{resolve:secretsmanager:${AzureClientSecretName}}}"},
+            "",
+        ]
+    }
     for name in CONFIG["lambda_functions"]:
         variables = package.function(name)["Properties"]["Environment"]["Variables"]
-        assert variables["STAGE"] == STAGE
-        assert variables["INSTANCES_TABLE_NAME"] == table["TableName"]
-        assert variables["EVENT_BUS_NAME"] == bus["Name"]
-        assert ("AZURE_CLIENT_SECRET" in variables) == (name in CLOUD_CALLERS), name
+        if name in CLOUD_CALLERS:
+            assert variables["AZURE_CLIENT_SECRET"] == secret, name
+        else:
+            assert "AZURE_CLIENT_SECRET" not in variables, name
+    assert "release_instance" in CLOUD_CALLERS
 
 
 # -- the schedule -----------------------------------------------------------------------
@@ -244,6 +336,16 @@ def test_the_schedule_runs_the_reaper_every_minute(package):
     [target] = rule["Properties"]["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": [function_resource("reaper"), "Arn"]}
     assert package.function("reaper")["Properties"]["Handler"] == "app.reaper"
+
+
+def test_at_most_one_reaper_tick_runs_at_a_time(package):
+    reserved = {
+        name: package.function(name)["Properties"].get("ReservedConcurrentExecutions")
+        for name in CONFIG["lambda_functions"]
+    }
+
+    assert reserved["reaper"] == CONFIG["lambda_functions"]["reaper"]["reserved_concurrency"] == 1
+    assert {n for n, r in reserved.items() if r is not None} == {"reaper"}
 
 
 # -- the table --------------------------------------------------------------------------
@@ -279,6 +381,25 @@ def test_the_table_has_the_models_keys_and_indexes_pitr_encryption_and_outlives_
     assert "TimeToLiveSpecification" not in properties  # records do not expire
 
 
+def test_the_control_table_has_the_models_keys_expires_items_and_outlives_the_stack(package):
+    table = package.resources["ControlTable"]
+    properties = table["Properties"]
+    schema = ControlItem._get_schema()
+
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    assert properties["DeletionProtectionEnabled"] is True
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["SSESpecification"]["SSEEnabled"] is True
+    assert properties["TimeToLiveSpecification"] == {
+        "AttributeName": TTL_ATTRIBUTE, "Enabled": True
+    }
+    assert same_items(properties["KeySchema"], schema["key_schema"])
+    assert same_items(properties["AttributeDefinitions"], schema["attribute_definitions"])
+    assert [k["AttributeName"] for k in properties["KeySchema"]] == ["pk", "sk"]
+    assert "GlobalSecondaryIndexes" not in properties
+
+
 # -- IAM --------------------------------------------------------------------------------
 
 
@@ -303,61 +424,113 @@ def test_each_function_role_has_exactly_the_statements_of_its_policy_file(packag
         assert role == {"Fn::GetAtt": [role_resource(name), "Arn"]}
 
 
-def test_only_the_step_and_reaper_functions_call_ec2(package):
+def test_only_the_cloud_calling_functions_call_ec2_only_the_launch_launches(package):
     for name in CONFIG["lambda_functions"]:
         ec2 = {a for a in actions(package.statements(name)) if a.startswith("ec2:")}
         if name in CLOUD_CALLERS:
             assert "ec2:DescribeInstances" in ec2, name
         else:
             assert not ec2, name
-    assert "ec2:RunInstances" in actions(package.statements("launch_instance"))
-    assert "ec2:RunInstances" not in actions(package.statements("reaper"))
-    assert "ec2:RunInstances" not in actions(package.statements("api_handler"))
+        assert ("ec2:RunInstances" in ec2) == (name == "launch_instance"), name
+        assert ("ec2:TerminateInstances" in ec2) == (name in TERMINATORS), name
 
 
 def test_ec2_launches_and_tags_need_the_deployments_tags_and_so_do_terminations_on_the_target(
     package,
 ):
-    deployment = {
-        "provisioner:managed": "true", "provisioner:deployment": f"instance-provisioner-{STAGE}"
-    }
+    tags = {"provisioner:managed": "true", "provisioner:deployment": DEPLOYMENT}
+    checked: set[tuple[str, str]] = set()
     for name in CONFIG["lambda_functions"]:
         for statement in package.statements(name):
             granted = set(as_list(statement["Action"]))
             condition = statement.get("Condition", {}).get("StringEquals", {})
             targets = [sub_text(r) for r in as_list(statement["Resource"])]
             if "ec2:TerminateInstances" in granted:
-                assert condition == {f"ec2:ResourceTag/{k}": v for k, v in deployment.items()}
+                assert condition == {f"ec2:ResourceTag/{k}": v for k, v in tags.items()}, name
                 assert all(t.endswith(":instance/*") for t in targets)
+                checked.add((name, "ec2:TerminateInstances"))
             if "ec2:CreateTags" in granted:
                 assert condition == {
                     "ec2:CreateAction": "RunInstances",
-                    **{f"aws:RequestTag/{k}": v for k, v in deployment.items()},
+                    **{f"aws:RequestTag/{k}": v for k, v in tags.items()},
                 }
+                checked.add((name, "ec2:CreateTags"))
             if "ec2:RunInstances" in granted and any(
                 t.endswith((":instance/*", ":volume/*")) for t in targets
             ):
-                assert condition == {f"aws:RequestTag/{k}": v for k, v in deployment.items()}
+                assert condition == {f"aws:RequestTag/{k}": v for k, v in tags.items()}
+                checked.add((name, "ec2:RunInstances"))
             if targets == ["*"]:
                 assert all(a.startswith(("ec2:Describe", "xray:")) for a in granted), statement
 
+    assert {n for n, a in checked if a == "ec2:TerminateInstances"} == TERMINATORS
+    assert {n for n, a in checked if a != "ec2:TerminateInstances"} == {"launch_instance"}
 
-def test_only_the_api_starts_workflows_and_events_go_only_to_the_bus(package):
+
+def test_only_the_api_starts_workflows_both_of_them_and_nothing_else_of_step_functions(package):
+    machines = {
+        package.resources[state_machine_resource(w)]["Properties"]["StateMachineName"]
+        for w in WORKFLOWS
+    }
+    prefix = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:"
+    for name in CONFIG["lambda_functions"]:
+        step_functions = [
+            s for s in package.statements(name)
+            if any(a.startswith("states:") for a in as_list(s["Action"]))
+        ]  # fmt: skip
+        if name != "api_handler":
+            assert not step_functions, name
+            continue
+        [start] = step_functions
+        assert as_list(start["Action"]) == ["states:StartExecution"]
+        targets = [sub_text(r) for r in as_list(start["Resource"])]
+        assert all(t.startswith(prefix) for t in targets), targets
+        assert {t.removeprefix(prefix) for t in targets} == machines
+    assert machines == {f"instance-provisioner-{STAGE}-{w.name}" for w in (LIFECYCLE, RELEASE)}
+
+
+def test_events_go_only_to_the_stages_bus(package):
     bus = package.resources["LifecycleEventBus"]["Properties"]["Name"]
-    machine = package.resources["LifecycleStateMachine"]["Properties"]["StateMachineName"]
     for name in CONFIG["lambda_functions"]:
         for statement in package.statements(name):
             granted = set(as_list(statement["Action"]))
-            targets = [sub_text(r) for r in as_list(statement["Resource"])]
             if "events:PutEvents" in granted:
                 assert granted == {"events:PutEvents"}
-                assert targets == [
+                assert [sub_text(r) for r in as_list(statement["Resource"])] == [
                     f"arn:${{AWS::Partition}}:events:${{AWS::Region}}:${{AWS::AccountId}}"
                     f":event-bus/{bus}"
                 ]
-            if "states:StartExecution" in granted:
-                assert name == "api_handler"
-                assert [t.rsplit(":", 1)[-1] for t in targets] == [machine]
+
+
+def test_dynamodb_rights_name_the_stages_tables_and_only_the_api_and_reaper_use_the_control_table(
+    package,
+):
+    instances = package.resources["InstancesTable"]["Properties"]["TableName"]
+    control = package.resources["ControlTable"]["Properties"]["TableName"]
+    prefix = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/"
+    on_control: dict[str, set[str]] = {}
+    for name in CONFIG["lambda_functions"]:
+        for statement in package.statements(name):
+            granted = set(as_list(statement["Action"]))
+            if not any(a.startswith("dynamodb:") for a in granted):
+                continue
+            tables = {
+                sub_text(r).removeprefix(prefix).split("/")[0]
+                for r in as_list(statement["Resource"])
+            }
+            assert all(sub_text(r).startswith(prefix) for r in as_list(statement["Resource"]))
+            assert len(tables) == 1 and tables <= {instances, control}, statement
+            if tables == {control}:
+                on_control.setdefault(name, set()).update(granted)
+
+    # The API keeps idempotency records (Powertools' DynamoDB persistence layer); the reaper
+    # takes and gives back its tick lease with conditional writes.
+    assert on_control == {
+        "api_handler": {
+            "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"
+        },
+        "reaper": {"dynamodb:PutItem", "dynamodb:DeleteItem"},
+    }
 
 
 # -- API --------------------------------------------------------------------------------
@@ -389,47 +562,123 @@ def test_the_app_attaches_the_authorizer_to_every_route_but_the_openapi_document
 # -- alarms and dashboard ---------------------------------------------------------------
 
 
-def test_the_alarms_watch_the_metrics_the_reaper_publishes(package):
-    def watched(alarm: dict[str, Any]) -> set[tuple[str, str]]:
-        properties = alarm["Properties"]
-        if "MetricName" in properties:
-            return {(properties["Namespace"], properties["MetricName"])}
-        return {
-            (m["MetricStat"]["Metric"]["Namespace"], m["MetricStat"]["Metric"]["MetricName"])
-            for m in properties["Metrics"]
-            if "MetricStat" in m
-        }
+Series = tuple[str, str, frozenset[tuple[str, str]]]  # namespace, metric, dimensions
 
+
+def published_series() -> set[Series]:
+    """Each series a reaper tick publishes, read from its EMF documents as CloudWatch does."""
+    records = metrics.tick_records(TickReport(), STAGE, datetime(2026, 3, 2, tzinfo=UTC))
+    return {
+        (directive["Namespace"], metric["Name"], frozenset((d, record[d]) for d in dimensions))
+        for record in records
+        for directive in record["_aws"]["CloudWatchMetrics"]
+        for dimensions in directive["Dimensions"]
+        for metric in directive["Metrics"]
+    }
+
+
+def alarm_series(alarm: dict[str, Any]) -> set[Series]:
+    properties = alarm["Properties"]
+    watched = (
+        [properties]
+        if "MetricName" in properties
+        else [m["MetricStat"]["Metric"] for m in properties["Metrics"] if "MetricStat" in m]
+    )
+    return {
+        (
+            metric["Namespace"],
+            metric["MetricName"],
+            frozenset((d["Name"], json.dumps(d["Value"])) if isinstance(d["Value"], dict)
+                      else (d["Name"], d["Value"]) for d in metric.get("Dimensions", [])),
+        )
+        for metric in watched
+    }  # fmt: skip
+
+
+def dashboard_widgets(package: Package) -> list[dict[str, Any]]:
+    body = sub_text(package.resources["OperationsDashboard"]["Properties"]["DashboardBody"])
+    return json.loads(body)["widgets"]
+
+
+def dashboard_series(package: Package) -> set[Series]:
+    """Each series a metric widget draws: [namespace, name, dimension, value, ..., options]."""
+    rows = [m for w in dashboard_widgets(package) for m in w["properties"].get("metrics", [])]
+    return {
+        (row[0], row[1], frozenset(zip(names[::2], names[1::2], strict=True)))
+        for row in rows
+        for names in [[x for x in row[2:] if isinstance(x, str)]]
+    }
+
+
+def test_the_alarms_on_our_own_metrics_read_series_the_reaper_publishes(package):
     alarms = {
-        name: watched(r)
+        name: alarm_series(r)
         for name, r in package.resources.items()
         if r["Type"] == "AWS::CloudWatch::Alarm"
     }
-    own = metrics.NAMESPACE
-    assert (own, metrics.STUCK_INSTANCES) in alarms["StuckInstancesAlarm"]
-    assert (own, metrics.BURN_RATE) in alarms["BurnRateAlarm"]
-    assert (own, metrics.REAPER_FAILURES) in alarms["ReaperErrorsAlarm"]
-    assert ("AWS/States", "ExecutionsFailed") in alarms["WorkflowFailuresAlarm"]
-    assert ("AWS/Lambda", "Errors") in alarms["StepFunctionErrorsAlarm"]
+    own = {s for watched in alarms.values() for s in watched if s[0] == metrics.NAMESPACE}
+    stage = frozenset({("Stage", STAGE)})
+
+    assert own and own <= published_series()
+    assert (metrics.NAMESPACE, metrics.STUCK_INSTANCES, stage) in alarms["StuckInstancesAlarm"]
+    assert (metrics.NAMESPACE, metrics.ORPHANS_TERMINATED, stage) in alarms[
+        "OrphansTerminatedAlarm"
+    ]
+    assert (metrics.NAMESPACE, metrics.BURN_RATE, stage) in alarms["BurnRateAlarm"]
+    assert (metrics.NAMESPACE, metrics.REAPER_FAILURES, stage) in alarms["ReaperErrorsAlarm"]
+    assert {s[1] for s in alarms["WorkflowFailuresAlarm"]} == {
+        "ExecutionsFailed", "ExecutionsTimedOut"
+    }
+    lambda_errors = {
+        dict(s[2])["FunctionName"] for s in alarms["StepFunctionErrorsAlarm"] if s[1] == "Errors"
+    }
+    assert lambda_errors == {json.dumps({"Ref": function_resource(n)}) for n in STEP_FUNCTIONS}
     burn = package.resources["BurnRateAlarm"]["Properties"]
     assert burn["Threshold"] == {"Ref": "BurnRateAlarmUsdPerHour"}
-    assert burn["Dimensions"] == [{"Name": "Stage", "Value": STAGE}]
 
 
-def test_the_dashboard_shows_live_instances_provisioning_time_burn_rate_and_errors(package):
-    body = sub_text(package.resources["OperationsDashboard"]["Properties"]["DashboardBody"])
-    widgets = json.loads(body)["widgets"]
-    shown = {tuple(m[:2]) for w in widgets for m in w["properties"].get("metrics", [])}
+@pytest.mark.parametrize("alarm", ["StuckInstancesAlarm", "OrphansTerminatedAlarm"])
+def test_a_single_stuck_instance_or_orphan_in_five_minutes_raises_its_alarm(package, alarm):
+    properties = package.resources[alarm]["Properties"]
+
+    assert properties["Statistic"] == "Sum"
+    assert properties["Period"] == 300
+    assert properties["EvaluationPeriods"] == 1
+    assert properties["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert properties["Threshold"] == 1
+    assert properties["TreatMissingData"] == "notBreaching"  # a tick publishes 0 when all is well
+    assert properties["AlarmActions"] == properties["OKActions"] == {
+        "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+    }
+
+
+def test_the_dashboard_shows_live_instances_provisioning_time_burn_rate_errors_and_orphans(
+    package,
+):
+    widgets = dashboard_widgets(package)
+    shown = dashboard_series(package)
+    names = {(s[0], s[1]) for s in shown}
 
     assert {
         (metrics.NAMESPACE, metrics.LIVE_INSTANCES),
         (metrics.NAMESPACE, metrics.BURN_RATE),
+        (metrics.NAMESPACE, metrics.ORPHANS_TERMINATED),
+        (metrics.NAMESPACE, metrics.TERMINATED_OUTSIDE_SERVICE),
         ("AWS/States", "ExecutionTime"),
         ("AWS/Lambda", "Errors"),
-    } <= shown
-    statuses = {m[5] for w in widgets for m in w["properties"].get("metrics", [])
-                if m[1] == metrics.LIVE_INSTANCES}  # fmt: skip
+    } <= names
+    assert {s for s in shown if s[0] == metrics.NAMESPACE} <= published_series()
+    statuses = {dict(s[2])["Status"] for s in shown if s[1] == metrics.LIVE_INSTANCES}
     assert statuses == {"PROVISIONING", "CONFIGURING", "READY", "RUNNING", "STOPPING"}
+    errors_of = {dict(s[2])["FunctionName"] for s in shown if s[:2] == ("AWS/Lambda", "Errors")}
+    assert errors_of == {f"${{{function_resource(n)}}}" for n in CONFIG["lambda_functions"]}
+    executions_of = {
+        dict(s[2])["StateMachineArn"] for s in shown if s[1] == "ExecutionsStarted"
+    }
+    assert executions_of == {f"${{{state_machine_resource(w)}}}" for w in WORKFLOWS}
+    [alarm_widget] = [w for w in widgets if w["type"] == "alarm"]
+    alarms = [n for n, r in package.resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert sorted(alarm_widget["properties"]["alarms"]) == sorted(f"${{{a}.Arn}}" for a in alarms)
 
 
 # -- rendering, without packaging -------------------------------------------------------
@@ -445,11 +694,29 @@ def test_each_stage_renders_its_own_names():
     dev = render("dev")["Resources"]
 
     assert dev["InstancesTable"]["Properties"]["TableName"] == "instance-provisioner-dev-instances"
+    assert dev["ControlTable"]["Properties"]["TableName"] == "instance-provisioner-dev-control"
+    assert dev["ReleaseStateMachine"]["Properties"]["StateMachineName"] == (
+        "instance-provisioner-dev-release"
+    )
+    assert dev["ReleaseStateMachineLogs"]["Properties"]["RetentionInDays"] == 14
     assert dev["LaunchInstance"]["Properties"]["FunctionName"] == (
         "instance-provisioner-dev-launch_instance"
     )
     assert dev["APIHandler"]["Properties"]["FunctionName"] == "instance-provisioner-dev"
     assert "prod" not in json.dumps(dev)
+
+
+def test_a_workflow_without_its_state_machine_in_the_merge_template_is_not_rendered(
+    tmp_path, monkeypatch
+):
+    template = json.loads((CHALICE_DIR / "merge-template.json").read_text())
+    del template["Resources"]["ReleaseStateMachine"]
+    broken = tmp_path / "merge-template.json"
+    broken.write_text(json.dumps(template))
+    monkeypatch.setattr(render_merge_template, "MERGE_TEMPLATE", broken)
+
+    with pytest.raises(RenderError, match="ReleaseStateMachine"):
+        render("prod")
 
 
 def test_wildcard_regions_and_accounts_of_policy_arns_are_bound_to_the_stack():
