@@ -67,6 +67,15 @@ def terminate_instance(instance_id: str) -> Any:
 
 
 @app.route(
+    "/api/instances/{instance_id}", methods=["PATCH"], content_types=ANY_MEDIA_TYPE,
+    authorizer=cognito,
+)
+@json_errors
+def update_instance_limits(instance_id: str) -> Any:
+    return endpoints().update_limits(app.current_request, instance_id)
+
+
+@app.route(
     "/api/instances/{instance_id}/activity",
     methods=["POST"],
     content_types=ANY_MEDIA_TYPE,

@@ -171,6 +171,7 @@ class Container:
                 poll_seconds=self.settings.release_poll_seconds,
                 max_checks=self.settings.release_max_checks,
             ),
+            self.settings.default_lifetime_minutes,
         )
 
     @cached_property

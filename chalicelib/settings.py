@@ -7,7 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from chalicelib.domain.instance import LifecyclePolicy
+from chalicelib.domain.instance import (
+    DEFAULT_LIFETIME_MINUTES,
+    MAX_LIFETIME_MINUTES,
+    MIN_LIFETIME_MINUTES,
+    LifecyclePolicy,
+)
 
 LOCAL_STAGE = "local"
 # A deployment that forgets STAGE must not trust local dev tokens: the default is prod.
@@ -18,7 +23,10 @@ class SettingsError(ValueError):
     """A setting's value cannot be used; the message names the variable."""
 
 
-def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _integer(
+    environ: Mapping[str, str], name: str, default: int, minimum: int = 0,
+    maximum: int | None = None,
+) -> int:
     raw = environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -28,6 +36,8 @@ def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int =
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -112,6 +122,8 @@ class Settings:
     # record to the reaper's tick.
     release_poll_seconds: int = 5
     release_max_checks: int = 60
+    # The lifetime of an instance whose POST names none (maxLifetimeMinutes).
+    default_lifetime_minutes: int = DEFAULT_LIFETIME_MINUTES
 
     @property
     def accepts_dev_tokens(self) -> bool:
@@ -159,4 +171,8 @@ class Settings:
             workflow_max_checks=_integer(env, "WORKFLOW_MAX_CHECKS", cls.workflow_max_checks, 1),
             release_poll_seconds=_integer(env, "RELEASE_POLL_SECONDS", cls.release_poll_seconds),
             release_max_checks=_integer(env, "RELEASE_MAX_CHECKS", cls.release_max_checks, 1),
+            default_lifetime_minutes=_integer(
+                env, "DEFAULT_MAX_LIFETIME_MINUTES", DEFAULT_LIFETIME_MINUTES,
+                MIN_LIFETIME_MINUTES, MAX_LIFETIME_MINUTES,
+            ),
         )

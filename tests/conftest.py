@@ -245,7 +245,7 @@ def store_faults(aws: EmulatedAws) -> StoreFaults:
     from chalicelib.persistence.dynamodb import InstanceModel
 
     faults = StoreFaults()
-    bootstrap.container().repository  # points the model at the table first (a new client)
+    _ = bootstrap.container().repository  # points the model at the table first (a new client)
     InstanceModel._get_connection().connection.client.meta.events.register(
         "before-call", faults.before_call
     )
@@ -263,7 +263,7 @@ def dynamodb_calls(aws: EmulatedAws) -> list[str]:
     def record(model: Any, **_: Any) -> None:
         calls.append(model.name)
 
-    bootstrap.container().repository  # points the model at the table first (a new client)
+    _ = bootstrap.container().repository  # points the model at the table first (a new client)
     InstanceModel._get_connection().connection.client.meta.events.register(
         "before-call", record
     )

@@ -110,6 +110,17 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
     ),
     Operation(
+        "updateInstanceLimits", "PATCH", INSTANCE, "Change a live instance's limits",
+        200, responses.InstanceRecord, (400, 404, 409, 413, 415), query=requests.NoQuery,
+        body=requests.LimitsBody,
+        description=(
+            "`autoTerminateMinutes` (5-120, counted from the last activity) and "
+            "`maxLifetimeMinutes` (10-10080, counted from the instance's creation, never "
+            "below the time it has already lived). Only a live instance that is not "
+            "stopping has limits; any other answers 409."
+        ),
+    ),
+    Operation(
         "reportActivity", "POST", INSTANCE + "/activity", "Report a task running or idle",
         200, responses.InstanceRecord, (400, 404, 409, 413, 415),
         body=requests.ActivityBody,

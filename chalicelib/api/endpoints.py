@@ -17,6 +17,7 @@ from chalicelib.api.requests import (
     INSTANCE_ID_PATTERN,
     ActivityBody,
     InstanceTypesQuery,
+    LimitsBody,
     ListQueryParams,
     NoQuery,
     ProvisionBody,
@@ -93,6 +94,7 @@ class Endpoints:
                 region=body.region,
                 task_id=body.taskId,
                 idle_timeout_minutes=body.autoTerminateMinutes,
+                max_lifetime_minutes=body.maxLifetimeMinutes,
                 metadata=body.metadata,
             ),
         )
@@ -124,6 +126,15 @@ class Endpoints:
         _parse(NoQuery, _query(request), "query string")
         instance = self.container.instances.terminate(caller, _checked_id(instance_id))
         return Response(body=self._view(instance), status_code=202)
+
+    def update_limits(self, request: Request, instance_id: str) -> dict[str, Any]:
+        caller = self._caller(request)
+        _parse(NoQuery, _query(request), "query string")
+        body = _parse(LimitsBody, _json_body(request), "request body")
+        instance = self.container.instances.update_limits(
+            caller, _checked_id(instance_id), body.autoTerminateMinutes, body.maxLifetimeMinutes
+        )
+        return self._view(instance)
 
     def report_activity(self, request: Request, instance_id: str) -> dict[str, Any]:
         caller = self._caller(request)

@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 from chalicelib.domain.instance import (
     DEFAULT_IDLE_TIMEOUT_MINUTES,
     MAX_IDLE_TIMEOUT_MINUTES,
+    MAX_LIFETIME_MINUTES,
     MIN_IDLE_TIMEOUT_MINUTES,
+    MIN_LIFETIME_MINUTES,
 )
 from chalicelib.domain.states import InstanceStatus
 
@@ -36,6 +38,15 @@ class _ProvisionCommon(BaseModel):
         ge=MIN_IDLE_TIMEOUT_MINUTES,
         le=MAX_IDLE_TIMEOUT_MINUTES,
         description="Idle minutes before the instance is terminated.",
+    )
+    maxLifetimeMinutes: int | None = Field(
+        default=None,
+        ge=MIN_LIFETIME_MINUTES,
+        le=MAX_LIFETIME_MINUTES,
+        description=(
+            "Minutes after its creation at which the instance is stopped whatever its "
+            "activity (default: the deployment's, 720)."
+        ),
     )
     metadata: dict[str, Any] | None = Field(
         default=None,
@@ -111,6 +122,25 @@ class NoQuery(BaseModel):
     """An operation that takes no query parameters: any is refused."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class LimitsBody(BaseModel):
+    """New limits for a live instance: either or both."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True,
+        json_schema_extra={"examples": [{"autoTerminateMinutes": 60}]},
+    )
+
+    autoTerminateMinutes: int | None = Field(
+        default=None, ge=MIN_IDLE_TIMEOUT_MINUTES, le=MAX_IDLE_TIMEOUT_MINUTES,
+        description="Idle minutes before the instance is terminated, from its last activity.",
+    )
+    maxLifetimeMinutes: int | None = Field(
+        default=None, ge=MIN_LIFETIME_MINUTES, le=MAX_LIFETIME_MINUTES,
+        description="Minutes after its creation at which the instance is stopped; not below "
+        "the minutes it has already lived.",
+    )
 
 
 class ActivityBody(BaseModel):

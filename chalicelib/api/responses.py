@@ -54,7 +54,13 @@ class InstanceRecord(BaseModel):
     accruedUntil: str | None
     autoTerminateMinutes: int
     lastActivityAt: str
-    idleDeadline: str | None
+    idleDeadline: str | None = Field(
+        description="when the idle timeout stops it (READY or RUNNING only)"
+    )
+    maxLifetimeMinutes: int
+    lifetimeDeadline: str | None = Field(
+        description="when its lifetime stops it, whatever its activity (live, not stopping)"
+    )
     createdAt: str
     updatedAt: str
     readyAt: str | None

@@ -11,6 +11,7 @@ EVENT_SOURCE = "instance-provisioner"
 
 ORPHAN_TERMINATED = "Instance Orphan Terminated"
 INSTANCE_STUCK = "Instance Stuck"
+INSTANCE_EXPIRING = "Instance Expiring"
 
 
 @dataclass(frozen=True)

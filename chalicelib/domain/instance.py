@@ -18,6 +18,12 @@ from chalicelib.domain.states import (
 MIN_IDLE_TIMEOUT_MINUTES = 5
 MAX_IDLE_TIMEOUT_MINUTES = 120
 DEFAULT_IDLE_TIMEOUT_MINUTES = 30
+# A hard cap on an instance's life, whatever its activity: 10 minutes to a week.
+MIN_LIFETIME_MINUTES = 10
+MAX_LIFETIME_MINUTES = 10_080
+DEFAULT_LIFETIME_MINUTES = 720
+# How long before an idle or lifetime stop the `Instance Expiring` warning goes out.
+EXPIRY_WARNING = timedelta(minutes=5)
 # Older entries are dropped so a busy READY<->RUNNING instance cannot outgrow its item.
 MAX_HISTORY_ENTRIES = 50
 
@@ -96,6 +102,10 @@ class Instance:
     terminate_attempts: int = 0
     # When a STOPPING instance was first reported stuck (the alarm is raised once).
     stuck_reported_at: datetime | None = None
+    # The hard cap on its life, counted from its creation (the POST).
+    max_lifetime_minutes: int = DEFAULT_LIFETIME_MINUTES
+    # The deadline the last `Instance Expiring` warning was about (one warning per deadline).
+    expiry_warned_for: datetime | None = None
     status_history: tuple[StatusChange, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     version: int | None = None
@@ -110,18 +120,33 @@ class Instance:
     def idle_deadline(self) -> datetime:
         return self.last_activity_at + timedelta(minutes=self.idle_timeout_minutes)
 
+    def lifetime_deadline(self) -> datetime:
+        return self.created_at + timedelta(minutes=self.max_lifetime_minutes)
+
+    def next_stop(self) -> tuple[datetime, str] | None:
+        """When, and why, the instance will be stopped unless something changes: the earlier
+        of its lifetime and (in service) its idle deadline. None once it is stopping."""
+        if self.status is InstanceStatus.STOPPING or self.status.is_terminal:
+            return None
+        stops = [(self.lifetime_deadline(), "max_lifetime")]
+        if self.status in IN_SERVICE_STATUSES:
+            stops.append((self.idle_deadline(), "idle_timeout"))
+        return min(stops)
+
     def due_at(self, policy: LifecyclePolicy) -> datetime | None:
         """When the reaper must next look at this instance; None once it is finished."""
         if self.status.is_terminal:
             return None
-        if self.status in IN_SERVICE_STATUSES:
-            return self.idle_deadline()
         if self.status is InstanceStatus.STOPPING:
             # A stopping instance is due at once: every tick asks the cloud whether it is gone.
             return self.status_entered_at
+        stop = self.next_stop()
+        assert stop is not None
+        if self.status in IN_SERVICE_STATUSES:
+            return stop[0]
         limit = policy.limit_for(self.status)
         assert limit is not None
-        return self.status_entered_at + limit
+        return min(self.status_entered_at + limit, stop[0])
 
     def is_stuck(self, now: datetime, policy: LifecyclePolicy) -> bool:
         limit = policy.limit_for(self.status)

@@ -9,17 +9,19 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from chalicelib.domain.cloud import CloudMachine, CloudSnapshot, CloudState
-from chalicelib.domain.instance import Instance, LifecyclePolicy
-from chalicelib.domain.states import IN_SERVICE_STATUSES, InstanceStatus
+from chalicelib.domain.instance import EXPIRY_WARNING, Instance, LifecyclePolicy
+from chalicelib.domain.states import InstanceStatus
 
 TERMINATED_OUTSIDE_SERVICE = "terminated_outside_service"
-IDLE_TIMEOUT = "idle_timeout"
 
 
 class Action(StrEnum):
     """One change a tick (or a release step) makes for a record."""
 
-    STOP_IDLE = "stop_idle"  # READY/RUNNING past its idle deadline: STOPPING, then terminate
+    # Past its idle deadline (READY/RUNNING) or its lifetime (any live status): STOPPING,
+    # then terminate; the reason says which (idle_timeout, max_lifetime).
+    STOP = "stop"
+    WARN_EXPIRY = "warn_expiry"  # a stop is due within EXPIRY_WARNING: say so, once
     FINISH = "finish"  # the machine is gone: TERMINATED, billed to when it went
     SEND_TERMINATE = "send_terminate"  # STOPPING and its machine still there: ask (again)
     END_BILLING = "end_billing"  # STOPPING and its machine is being deleted: billing stops
@@ -90,14 +92,17 @@ def decide(
         return _finish(instance, machine, now)
     if status is InstanceStatus.STOPPING:
         return _stopping(instance, machine, now, policy)
-    if status in IN_SERVICE_STATUSES:
-        if instance.idle_deadline() <= now:
-            return Decision(instance, Action.STOP_IDLE, machine, reason=IDLE_TIMEOUT)
-        return None
+    stop = instance.next_stop()
+    assert stop is not None  # every live status but STOPPING has one
+    stop_at, why = stop
+    if stop_at <= now:
+        return Decision(instance, Action.STOP, machine, at=stop_at, reason=why)
     if instance.is_stuck(now, policy):
         return Decision(
             instance, Action.FAIL_STUCK, machine, reason=f"stuck_in_{status.lower()}"
         )
+    if stop_at - now <= EXPIRY_WARNING and instance.expiry_warned_for != stop_at:
+        return Decision(instance, Action.WARN_EXPIRY, machine, at=stop_at, reason=why)
     return None
 
 

@@ -31,7 +31,12 @@ from chalicelib.domain.errors import (
     StoreUnavailableError,
     ValidationError,
 )
-from chalicelib.domain.instance import Instance, LifecyclePolicy, StatusChange
+from chalicelib.domain.instance import (
+    DEFAULT_LIFETIME_MINUTES,
+    Instance,
+    LifecyclePolicy,
+    StatusChange,
+)
 from chalicelib.domain.states import InstanceStatus
 from chalicelib.persistence.repository import ListQuery, Page
 
@@ -147,6 +152,8 @@ class InstanceModel(Model):
     terminate_requested_at = UTCDateTimeAttribute(null=True)
     terminate_attempts = NumberAttribute(default=0)
     stuck_reported_at = UTCDateTimeAttribute(null=True)
+    max_lifetime_minutes = NumberAttribute(null=True)
+    expiry_warned_for = UTCDateTimeAttribute(null=True)
     status_history = ListAttribute(of=StatusChangeMap, default=list)
     metadata = JSONAttribute(default=dict)
     live_status = UnicodeAttribute(null=True)
@@ -217,6 +224,8 @@ def _to_model(instance: Instance, policy: LifecyclePolicy) -> InstanceModel:
         terminate_requested_at=instance.terminate_requested_at,
         terminate_attempts=instance.terminate_attempts,
         stuck_reported_at=instance.stuck_reported_at,
+        max_lifetime_minutes=instance.max_lifetime_minutes,
+        expiry_warned_for=instance.expiry_warned_for,
         status_history=[
             StatusChangeMap(status=c.status.value, at=c.at, reason=c.reason)
             for c in instance.status_history
@@ -268,6 +277,9 @@ def _to_instance(model: InstanceModel) -> Instance:
         terminate_requested_at=model.terminate_requested_at,
         terminate_attempts=int(model.terminate_attempts or 0),
         stuck_reported_at=model.stuck_reported_at,
+        # Records written before lifetimes existed get the default cap.
+        max_lifetime_minutes=int(model.max_lifetime_minutes or DEFAULT_LIFETIME_MINUTES),
+        expiry_warned_for=model.expiry_warned_for,
         status_history=tuple(
             StatusChange(InstanceStatus(c.status), c.at, c.reason) for c in model.status_history
         ),

@@ -52,6 +52,7 @@ _STATES = {
     "terminated": CloudState.TERMINATED,
 }
 _NOT_FOUND = "InvalidInstanceID.NotFound"
+_ONE_SPOILS_THE_BATCH = (_NOT_FOUND, "UnauthorizedOperation")
 # TerminateInstances takes up to 1,000 ids and AWS recommends smaller batches; a filter takes
 # up to 200 values.
 TERMINATE_BATCH = 200
@@ -198,14 +199,24 @@ class Ec2Provider:
             with _translated("TerminateInstances"):
                 answer = client.terminate_instances(InstanceIds=ids)
         except CloudProviderError as exc:
-            if exc.cloud_code != _NOT_FOUND:
+            if exc.cloud_code not in _ONE_SPOILS_THE_BATCH:
                 raise
             if len(ids) == 1:
-                return {ids[0]: CloudState.TERMINATED}
-            # One unknown id fails the whole call and terminates nothing: go one by one.
+                if exc.cloud_code == _NOT_FOUND:
+                    return {ids[0]: CloudState.TERMINATED}
+                raise
+            # One unknown id, or one the role may not terminate (a machine without this
+            # deployment's tags), fails the whole call and terminates nothing: go one by one,
+            # so the others still go and only the refused one keeps failing.
             states: dict[str, CloudState] = {}
+            refused: CloudProviderError | None = None
             for resource_id in ids:
-                states.update(self._terminate_batch([resource_id], region))
+                try:
+                    states.update(self._terminate_batch([resource_id], region))
+                except CloudProviderError as single:
+                    refused = single
+            if refused is not None and not states:
+                raise refused from exc
             return states
         reported = {
             item["InstanceId"]: _STATES.get(item["CurrentState"]["Name"], CloudState.PENDING)

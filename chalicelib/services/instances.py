@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from chalicelib.domain.catalog import Catalog, Offer, Requirement
@@ -19,7 +21,7 @@ from chalicelib.domain.errors import (
     ValidationError,
 )
 from chalicelib.domain.identity import Caller
-from chalicelib.domain.instance import Instance, StatusChange
+from chalicelib.domain.instance import DEFAULT_LIFETIME_MINUTES, Instance, StatusChange
 from chalicelib.domain.states import InstanceStatus
 from chalicelib.domain.stats import FleetStats, summarize
 from chalicelib.persistence.repository import InstanceRepository, ListQuery, Page
@@ -46,6 +48,7 @@ class ProvisionRequest:
     region: str | None = None
     task_id: str | None = None
     idle_timeout_minutes: int = 30
+    max_lifetime_minutes: int | None = None  # None: the deployment's default
     metadata: dict[str, Any] | None = None
 
 
@@ -78,7 +81,9 @@ class InstanceService:
         timing: WorkflowTiming,
         release_workflow: WorkflowStarter,
         release_timing: WorkflowTiming,
+        default_lifetime_minutes: int = DEFAULT_LIFETIME_MINUTES,
     ) -> None:
+        self.default_lifetime_minutes = default_lifetime_minutes
         self.lifecycle = lifecycle
         self.repository: InstanceRepository = lifecycle.repository
         self.catalog = catalog
@@ -128,6 +133,7 @@ class InstanceService:
             hourly_usd=instance_type.hourly_usd,
             billing_rule=instance_type.billing_rule,
             idle_timeout_minutes=request.idle_timeout_minutes,
+            max_lifetime_minutes=request.max_lifetime_minutes or self.default_lifetime_minutes,
             status=InstanceStatus.PROVISIONING,
             created_at=now,
             updated_at=now,
@@ -236,6 +242,47 @@ class InstanceService:
                 "could not start the release of %s; the reaper's tick will", instance.id,
                 exc_info=True,
             )
+
+    # -- limits ---------------------------------------------------------------------
+
+    def update_limits(
+        self,
+        caller: Caller,
+        instance_id: str,
+        idle_timeout_minutes: int | None,
+        max_lifetime_minutes: int | None,
+    ) -> Instance:
+        if idle_timeout_minutes is None and max_lifetime_minutes is None:
+            raise ValidationError(
+                "Give autoTerminateMinutes, maxLifetimeMinutes or both.",
+                fields=[{"field": "(body)", "problem": "no limit to change"}],
+            )
+
+        def update() -> Instance:
+            instance = self.get(caller, instance_id)
+            if instance.status.is_terminal or instance.status is InstanceStatus.STOPPING:
+                raise InvalidTransitionError(
+                    f"The limits of a {instance.status} instance cannot change; only a live "
+                    "instance that is not stopping has limits."
+                )
+            now = self.clock()
+            if max_lifetime_minutes is not None:
+                lived = now - instance.created_at
+                if timedelta(minutes=max_lifetime_minutes) < lived:
+                    at_least = math.ceil(lived.total_seconds() / 60)
+                    raise ValidationError(
+                        f"maxLifetimeMinutes must be at least {at_least}: the instance has "
+                        f"already lived {int(lived.total_seconds())} s.",
+                        fields=[{"field": "maxLifetimeMinutes", "problem": "below the time "
+                                 "already lived", "allowed": f"{at_least}-10080"}],
+                    )
+            return self._update(
+                instance,
+                idle_timeout_minutes=idle_timeout_minutes or instance.idle_timeout_minutes,
+                max_lifetime_minutes=max_lifetime_minutes or instance.max_lifetime_minutes,
+            )
+
+        return _retry_on_race(update)
 
     # -- activity -------------------------------------------------------------------
 

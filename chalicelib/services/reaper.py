@@ -47,7 +47,9 @@ class TickReport:
         o = self.outcome
         return {
             "skipped": self.skipped,
-            "terminatedIdle": o.stopped_idle,
+            "terminatedIdle": o.stopped.get("idle_timeout", []),
+            "stoppedMaxLifetime": o.stopped.get("max_lifetime", []),
+            "warnedExpiring": o.warned_expiring,
             "terminateSent": o.terminate_sent,
             "confirmedTerminated": [i for i in o.finished if i not in o.finished_outside_service],
             "terminatedOutsideService": o.finished_outside_service,

@@ -11,7 +11,12 @@ from datetime import datetime
 
 from chalicelib.domain.cloud import CloudState
 from chalicelib.domain.errors import ConcurrentUpdateError
-from chalicelib.domain.events import INSTANCE_STUCK, ORPHAN_TERMINATED, Event
+from chalicelib.domain.events import (
+    INSTANCE_EXPIRING,
+    INSTANCE_STUCK,
+    ORPHAN_TERMINATED,
+    Event,
+)
 from chalicelib.domain.instance import Instance, LifecyclePolicy
 from chalicelib.domain.reconcile import Action, Decision, Orphan, Plan
 from chalicelib.domain.states import InstanceStatus
@@ -26,7 +31,9 @@ logger = logging.getLogger(__name__)
 class Outcome:
     """What applying a plan changed, by record id (and cloud id for orphans)."""
 
-    stopped_idle: list[str] = field(default_factory=list)
+    # Records moved to STOPPING, by reason (idle_timeout, max_lifetime).
+    stopped: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    warned_expiring: list[str] = field(default_factory=list)
     terminate_sent: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     finished_outside_service: list[str] = field(default_factory=list)
@@ -41,8 +48,9 @@ class Outcome:
     @property
     def changed_anything(self) -> bool:
         return any(
-            (self.stopped_idle, self.terminate_sent, self.finished, self.billing_resumed,
-             self.reported_stuck, self.failed_stuck, self.orphans_terminated)
+            (any(self.stopped.values()), self.warned_expiring, self.terminate_sent,
+             self.finished, self.billing_resumed, self.reported_stuck, self.failed_stuck,
+             self.orphans_terminated)
         )  # fmt: skip
 
 
@@ -91,13 +99,21 @@ class Reconciler:
             instance = instance.with_cloud_launch(
                 decision.machine.resource_id, decision.machine.launched_at
             )
-        if action is Action.STOP_IDLE:
+        if action is Action.STOP:
             stopping = self.lifecycle.move(
                 instance.with_terminate_requested(now), InstanceStatus.STOPPING,
                 decision.reason, deferred=events,
             )
-            outcome.stopped_idle.append(instance.id)
+            outcome.stopped[decision.reason or "stop"].append(instance.id)
             return stopping if stopping.cloud_resource_id else None
+        if action is Action.WARN_EXPIRY:
+            self._save(replace(instance, expiry_warned_for=decision.at), instance, now)
+            outcome.warned_expiring.append(instance.id)
+            events.append(Event(INSTANCE_EXPIRING, {
+                **instance_view(instance, now),
+                "expiring": {"reason": decision.reason, "at": iso(decision.at)},
+            }))
+            return None
         if action is Action.FINISH:
             ended = instance.with_billing_ended(decision.at or now)
             self.lifecycle.move(
@@ -171,8 +187,11 @@ class Reconciler:
                 continue
             going: list[Instance] = []
             for instance in group:
+                state = states.get(str(instance.cloud_resource_id))
+                if state is None:  # refused on its own (the rest of the batch went)
+                    outcome.failures["terminate"] += 1
+                    continue
                 outcome.terminate_sent.append(instance.id)
-                state = states.get(str(instance.cloud_resource_id), CloudState.TERMINATING)
                 if not state.is_present:
                     going.append(instance)
                 # else not going yet: billed on until a look shows it going
@@ -217,13 +236,16 @@ class Reconciler:
         for (provider_name, region), group in groups.items():
             ids = [o.machine.resource_id for o in group]
             try:
-                self.providers.get(provider_name).terminate_many(ids, region)
+                states = self.providers.get(provider_name).terminate_many(ids, region)
             except CloudProviderError:
                 logger.exception("terminate of %d orphan(s) on %s failed", len(ids), region)
                 outcome.failures["orphan"] += len(ids)
                 continue
             for orphan in group:
                 machine = orphan.machine
+                if machine.resource_id not in states:
+                    outcome.failures["orphan"] += 1
+                    continue
                 logger.warning(
                     "terminated orphan machine %s on %s %s (record %s, %d s old)",
                     machine.resource_id, provider_name, region, machine.record_id,

@@ -50,6 +50,10 @@ def instance_view(instance: Instance, now: datetime) -> dict[str, Any]:
         "idleDeadline": (
             iso(instance.idle_deadline()) if instance.status in IN_SERVICE_STATUSES else None
         ),
+        "maxLifetimeMinutes": instance.max_lifetime_minutes,
+        "lifetimeDeadline": (
+            iso(instance.lifetime_deadline()) if instance.next_stop() is not None else None
+        ),
         "createdAt": iso(instance.created_at),
         "updatedAt": iso(instance.updated_at),
         "readyAt": iso(instance.ready_at),

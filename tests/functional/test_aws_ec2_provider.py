@@ -339,3 +339,26 @@ def test_many_machines_are_terminated_in_one_call_and_an_unknown_id_spoils_none(
     # One call for all; EC2 refused it for the unknown id, so one more per machine.
     assert calls.count("TerminateInstances") == 1 + 4
     assert all(instance(ec2, m)["State"]["Name"] == "terminated" for m in machines)
+
+
+def test_a_machine_the_role_may_not_terminate_does_not_hold_back_the_rest_of_its_batch(
+    ec2: Any, provider: Ec2Provider
+):
+    machines = [provider.launch(launch_request(f"rec-{n}")).resource_id for n in range(3)]
+    denied = machines[1]
+
+    def deny(params, **_):
+        # What IAM does to a whole call when one of its instances lacks the required tags.
+        if denied in params.get("InstanceIds", []):
+            raise ClientError(
+                {"Error": {"Code": "UnauthorizedOperation", "Message": "not authorized"}},
+                "TerminateInstances",
+            )
+
+    ec2.meta.events.register("before-parameter-build.ec2.TerminateInstances", deny)
+
+    states = provider.terminate_many(machines, REGION)
+
+    assert set(states) == {machines[0], machines[2]}
+    assert instance(ec2, machines[0])["State"]["Name"] == "terminated"
+    assert instance(ec2, denied)["State"]["Name"] == "running"

@@ -281,8 +281,8 @@ def test_two_ticks_deciding_on_the_same_records_send_one_terminate_per_machine(
     one = reaper.reconciler.apply(decided, clock())
     other = reaper.reconciler.apply(decided, clock())
 
-    assert sorted(one.stopped_idle) == sorted([first["id"], second["id"]])
-    assert (other.stopped_idle, other.races) == ([], 2)
+    assert sorted(one.stopped["idle_timeout"]) == sorted([first["id"], second["id"]])
+    assert (dict(other.stopped), other.races) == ({}, 2)
     assert terminate_calls(faults) == 1  # one batched call for both machines, once
 
 

@@ -38,7 +38,7 @@ def test_an_in_service_instance_whose_machine_runs_is_left_alone_until_its_idle_
     ready = launched(S.READY)
     assert decide(ready, cloud(running()), at(minutes=29), POLICY) is None
     decision = decide(ready, cloud(running()), at(minutes=30), POLICY)
-    assert (decision.action, decision.reason) == (Action.STOP_IDLE, "idle_timeout")
+    assert (decision.action, decision.reason) == (Action.STOP, "idle_timeout")
 
 
 @pytest.mark.parametrize("status", [S.PROVISIONING, S.CONFIGURING, S.READY, S.RUNNING])
