@@ -36,7 +36,13 @@ def running(resource_id: str = MACHINE, record_id: str | None = None, **more) ->
 
 def test_an_in_service_instance_whose_machine_runs_is_left_alone_until_its_idle_deadline():
     ready = launched(S.READY)
-    assert decide(ready, cloud(running()), at(minutes=29), POLICY) is None
+    assert decide(ready, cloud(running()), at(minutes=24), POLICY) is None
+    warning = decide(ready, cloud(running()), at(minutes=29), POLICY)
+    assert (warning.action, warning.reason, warning.at) == (
+        Action.WARN_EXPIRY,
+        "idle_timeout",
+        at(minutes=30),
+    )
     decision = decide(ready, cloud(running()), at(minutes=30), POLICY)
     assert (decision.action, decision.reason) == (Action.STOP, "idle_timeout")
 
