@@ -15,7 +15,6 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 from chalice.config import Config
-from chalice.local import create_local_server
 from moto.server import ThreadedMotoServer
 
 from chalicelib import bootstrap
@@ -23,6 +22,7 @@ from chalicelib.bootstrap import Container
 from local.agents import LocalAgents
 from local.emulator import REGION, emulated_aws
 from local.gpus import gpu_dir
+from local.server import local_server
 
 HOST = "127.0.0.1"
 
@@ -78,7 +78,7 @@ def main() -> None:
             target=reaper_timer, args=(app, tick_seconds, stop), daemon=True, name="reaper"
         ).start()
         config = Config.create(chalice_stage="local", app_name=app.app.app_name)
-        server = create_local_server(app.app, config, HOST, port)
+        server = local_server(app.app, config, HOST, port)
 
         def shut_down(*_: Any) -> None:
             stop.set()
