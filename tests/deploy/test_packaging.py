@@ -379,6 +379,7 @@ def test_the_table_has_the_models_keys_and_indexes_pitr_encryption_and_outlives_
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert properties["SSESpecification"]["SSEEnabled"] is True
+    assert properties["DeletionProtectionEnabled"] is True  # no delete-table by mistake
     assert keys(properties["KeySchema"]) == keys(schema["key_schema"])
     def attributes(definitions: list[dict[str, str]]) -> set[tuple[str, str]]:
         return {(a["AttributeName"], a["AttributeType"]) for a in definitions}
