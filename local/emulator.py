@@ -12,7 +12,7 @@ import threading
 import types
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from unittest import mock
@@ -273,7 +273,10 @@ def provision_resources(poll_seconds: int, max_checks: int, arm: ServedArm) -> S
         ),
         azure=azure_settings(arm),
         policy=base.policy,
-        agent=base.agent,
+        # The machines' agents call the service here (`make run` sets its own port).
+        agent=replace(
+            base.agent, callback_url=base.agent.callback_url or "http://127.0.0.1:8000"
+        ),
         workflow_poll_seconds=poll_seconds,
         workflow_max_checks=max_checks,
         release_poll_seconds=poll_seconds,

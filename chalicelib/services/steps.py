@@ -36,6 +36,10 @@ class GpuCheckFailedError(Exception):
     """The agent reported GPUs other than the catalog's, or could not query them."""
 
 
+class AgentNotConfiguredError(Exception):
+    """The deployment gives the machines' agents no URL of the service to report to."""
+
+
 class AgentTimeoutError(Exception):
     """The agent on the machine did not report within AGENT_READY_TIMEOUT_MINUTES."""
 
@@ -58,6 +62,10 @@ class LifecycleSteps:
             return _stopped(state)
         provider = self.lifecycle.providers.get(instance.provider)
         view = provider.find_for_record(instance.id, instance.region)
+        if view is None and self.agent.callback_url is None:
+            # Its agent would have no service to report to: the machine would bill until
+            # agent_timeout. Refuse before any machine exists.
+            raise AgentNotConfiguredError("AGENT_CALLBACK_URL is not set")
         if view is None:
             # A new machine gets a new agent secret: its hash is stored before the launch,
             # so the machine's agent can always prove itself (a retried launch that finds
@@ -242,6 +250,9 @@ _REASONS: dict[str, tuple[str, str]] = {
     "States.Timeout": ("launch_timeout", "a step of the launch did not finish in time"),
     "StoreUnavailableError": ("internal_error", "the service could not store the record"),
     "AgentTimeoutError": ("agent_timeout", ""),
+    "AgentNotConfiguredError": (
+        "launch_failed", "this deployment sets no AGENT_CALLBACK_URL for the machines' agents",
+    ),
     "GpuCheckFailedError": ("gpu_check_failed", ""),
 }
 # Errors whose message is a sentence of ours, shown as it is.

@@ -325,3 +325,26 @@ def test_cut_off_from_the_service_the_agent_stops_its_machine_and_the_record_is_
         "TERMINATED", "terminated_outside_service")
     assert finished["billing"]["endedAt"] == "2026-03-02T11:10:00.000Z"
 
+
+
+def test_a_deployment_without_an_agent_callback_url_launches_no_machine(api, aws, clock):
+    from dataclasses import replace
+
+    from chalicelib.bootstrap import Container
+
+    settings = aws.settings
+    bootstrap.use(Container(
+        settings=replace(settings, agent=replace(settings.agent, callback_url=None)),
+        clock=clock, azure_connection=aws.azure,
+    ))
+    instance = api.provision()
+    aws.wait_for_workflows()
+
+    failed = api.get(instance["id"])
+    assert (failed["status"], failed["statusReason"]) == (
+        "ERROR",
+        "launch_failed: this deployment sets no AGENT_CALLBACK_URL for the machines' agents",
+    )
+    assert failed["cloudResourceId"] is None
+    ec2 = boto3.client("ec2", region_name=settings.region)
+    assert ec2.describe_instances()["Reservations"] == []
