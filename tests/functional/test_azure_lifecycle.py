@@ -13,7 +13,7 @@ from chalicelib.settings import AzureSettings
 
 
 def provision_azure(api, **body) -> dict:
-    instance = api.provision(instanceType="Standard_NC6", **body)
+    instance = api.provision(instanceType="Standard_NC4as_T4_v3", **body)
     assert (instance["provider"], instance["region"]) == ("azure", "eastus")
     return instance
 
@@ -40,13 +40,13 @@ def test_an_azure_instance_reaches_ready_through_configuring(api, aws):
     assert ready["billing"]["rule"] == "azure-vm-per-second"
     assert aws.execution_status(ready["executionId"]) == "SUCCEEDED"
     vm = aws.arm_fake.vm_model(instance["id"])
-    assert vm["properties"]["hardwareProfile"]["vmSize"] == "Standard_NC6"
+    assert vm["properties"]["hardwareProfile"]["vmSize"] == "Standard_NC4as_T4_v3"
     assert vm["tags"]["provisioner:user-id"] == "alice"
     assert vm["tags"]["provisioner:task-id"] == "scan-0042"
 
 
 def test_provider_azure_can_be_asked_for_by_name(api, aws):
-    instance = api.provision(instanceType="Standard_NV6", provider="azure")
+    instance = api.provision(instanceType="Standard_NV36ads_A10_v5", provider="azure")
 
     aws.wait_for_workflows()
 
@@ -216,7 +216,7 @@ def test_missing_azure_settings_refuse_azure_with_503_naming_them_and_aws_still_
         Container(settings=replace(aws.settings, azure=AzureSettings()), clock=clock)
     )
 
-    status, body, _ = api.call("POST", "/api/instances", body={"instanceType": "Standard_NC6"})
+    status, body, _ = api.call("POST", "/api/instances", body={"instanceType": "Standard_NC4as_T4_v3"})
 
     assert (status, body["error"]) == (503, "provider_unavailable")
     assert body["message"] == (
@@ -265,7 +265,7 @@ def test_an_azure_vm_of_this_deployment_with_no_record_is_deleted_and_a_foreign_
         provider = AzureComputeProvider(
             azure_settings(aws.arm), azure_connection(aws.arm), deployment=deployment
         )
-        provider.launch(LaunchRequest(record_id, "mallory", None, "Standard_NC6", "eastus"))
+        provider.launch(LaunchRequest(record_id, "mallory", None, "Standard_NC4as_T4_v3", "eastus"))
 
     orphan, foreign = "inst-" + "a" * 32, "inst-" + "b" * 32
     launch_behind_our_back(aws.settings.deployment_name, orphan)
