@@ -202,10 +202,7 @@ class Catalog:
     ) -> str:
         """An empty string when the type can be launched here, or why not."""
         if instance_type.is_previous_generation and not self.allow_previous_generation:
-            return (
-                f"{instance_type.name} is a previous-generation type this deployment does not "
-                f"launch (ALLOW_PREVIOUS_GENERATION)"
-            )
+            return "previous-generation types are not launched here (ALLOW_PREVIOUS_GENERATION)"
         reason = available_providers.get(instance_type.provider)
         if reason is None:
             return f"provider {instance_type.provider} is not offered"

@@ -144,7 +144,9 @@ def test_an_unknown_instance_type_is_refused_with_the_list_of_valid_types(api):
 
 def test_an_azure_type_asked_of_the_aws_provider_is_refused_listing_only_aws_types(api):
     body = assert_error(
-        api.call("POST", INSTANCES, body={"instanceType": "Standard_NC4as_T4_v3", "provider": "aws"}),
+        api.call(
+            "POST", INSTANCES, body={"instanceType": "Standard_NC4as_T4_v3", "provider": "aws"}
+        ),
         400, "unknown_instance_type", "Standard_NC4as_T4_v3", "aws", "g4dn.xlarge",
     )
     assert "Standard_NV36ads_A10_v5" not in body["message"]
