@@ -15,13 +15,14 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 from chalice.config import Config
-from chalice.local import create_local_server
 from moto.server import ThreadedMotoServer
 
 from chalicelib import bootstrap
 from chalicelib.bootstrap import Container
 from local.agents import LocalAgents
 from local.emulator import REGION, emulated_aws
+from local.gpus import gpu_dir
+from local.server import local_server
 
 HOST = "127.0.0.1"
 
@@ -69,6 +70,7 @@ def main() -> None:
         )
         bootstrap.use(Container(settings=settings, azure_connection=aws.azure))
         agents = LocalAgents(Path(machines), aws.arm_fake)
+        gpu_dir().mkdir(parents=True, exist_ok=True)
         aws.router.before_step = agents.before_step
         moto_server = ThreadedMotoServer(ip_address=HOST, port=moto_port, verbose=False)
         moto_server.start()
@@ -80,7 +82,7 @@ def main() -> None:
             target=reaper_timer, args=(app, tick_seconds, stop), daemon=True, name="reaper"
         ).start()
         config = Config.create(chalice_stage="local", app_name=app.app.app_name)
-        server = create_local_server(app.app, config, HOST, port)
+        server = local_server(app.app, config, HOST, port)
 
         def shut_down(*_: Any) -> None:
             stop.set()
@@ -90,7 +92,7 @@ def main() -> None:
         signal.signal(signal.SIGINT, shut_down)
         print(
             banner(port, moto_port, tick_seconds, aws.settings.table_name, aws.arm.url,
-                   machines),
+                   str(gpu_dir())),
             flush=True,
         )
         try:
@@ -102,7 +104,7 @@ def main() -> None:
 
 
 def banner(
-    port: int, moto_port: int, tick_seconds: float, table: str, arm_url: str, machines: str
+    port: int, moto_port: int, tick_seconds: float, table: str, arm_url: str, gpus: str
 ) -> str:
     api = f"http://{HOST}:{port}"
     return f"""
@@ -110,7 +112,7 @@ Instance Provisioner (local stage) is listening on {api}
   AWS emulation (moto) for inspection: http://{HOST}:{moto_port}
   Azure Resource Manager (local fake, real Azure SDK): {arm_url} (ARM_PORT)
   reaper tick every {tick_seconds:g} s (REAPER_INTERVAL_SECONDS)
-  each machine's agent runs as a process; its GPUs: {machines}/<instance id>/gpus.json
+  each machine runs its agent; make its GPUs busy: echo '{{"utilization": 80}}' > {gpus}/<id>.json
 
 Try:
   curl -s -X POST {api}/api/instances -H 'Authorization: Bearer dev:alice' \\
