@@ -57,7 +57,9 @@ class Container:
 
     @cached_property
     def catalog(self) -> Catalog:
-        return load_catalog()
+        return load_catalog().allowing_previous_generation(
+            self.settings.allow_previous_generation
+        )
 
     @cached_property
     def repository(self) -> Any:

@@ -177,6 +177,8 @@ class Settings:
     agent: AgentPolicy = field(default_factory=AgentPolicy)
     # Put on every machine, volume and network interface (COST_ALLOCATION_TAGS).
     cost_tags: Mapping[str, str] = field(default_factory=dict)
+    # Launch previous-generation types (p2, K80), which current CUDA images do not run on.
+    allow_previous_generation: bool = False
 
     @property
     def accepts_dev_tokens(self) -> bool:
@@ -233,6 +235,7 @@ class Settings:
                 MIN_LIFETIME_MINUTES, MAX_LIFETIME_MINUTES,
             ),
             cost_tags=cost_allocation_tags(env),
+            allow_previous_generation=_flag(env, "ALLOW_PREVIOUS_GENERATION", False),
             agent=AgentPolicy(
                 callback_url=(env.get("AGENT_CALLBACK_URL") or "").rstrip("/") or None,
                 heartbeat_seconds=_integer(env, "AGENT_HEARTBEAT_SECONDS", 60, 1, 3600),

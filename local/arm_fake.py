@@ -28,6 +28,12 @@ NETWORK = "Microsoft.Network"
 # Seconds the fake asks a poller to wait between two status reads, as ARM does; the provider
 # never waits on it (it does not poll), and tests that drive a poller record the wait.
 LRO_RETRY_AFTER = "10"
+# Sizes Azure retired (NC and NV v1 on 2023-09-06): a VM of one is refused like a size the
+# location no longer offers.
+RETIRED_SIZES = frozenset({
+    "Standard_NC6", "Standard_NC12", "Standard_NC24", "Standard_NC24r",
+    "Standard_NV6", "Standard_NV12", "Standard_NV24",
+})
 _GROUP = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers"
 _ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern + r"/?$", re.IGNORECASE))
@@ -582,6 +588,12 @@ class ArmFake:
         size = (properties.get("hardwareProfile") or {}).get("vmSize")
         if not size:
             return _error(400, "InvalidParameter", "Required parameter 'vmSize' is missing.")
+        if size in RETIRED_SIZES:
+            return _error(409, "SkuNotAvailable",
+                          f"The requested VM size for resource 'Following SKUs have failed for "
+                          f"Capacity Restrictions: {size}' is currently not available in "
+                          f"location '{self.location}'. Please try another size or deploy to a "
+                          f"different location or different zone.")
         references = (properties.get("networkProfile") or {}).get("networkInterfaces") or []
         if not references:
             return _error(400, "InvalidParameter",

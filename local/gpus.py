@@ -17,7 +17,11 @@ GPUS: dict[str, tuple[str, int]] = {
     "V100": ("Tesla V100-SXM2-16GB", 16384),
     "M60": ("Tesla M60", 8129),
     "A10G": ("NVIDIA A10G", 23028),
+    "A10": ("NVIDIA A10", 23028),
     "A100": ("NVIDIA A100-SXM4-40GB", 40960),
+    "L4": ("NVIDIA L4", 23034),
+    "L40S": ("NVIDIA L40S", 46068),
+    "H100": ("NVIDIA H100 80GB HBM3", 81559),
 }
 DRIVER = "535.104.05"
 FAKE_NVIDIA_SMI_DIR = Path(__file__).resolve().parent / "bin"

@@ -63,7 +63,11 @@ def main() -> None:
             aws.settings.agent, callback_url=f"http://{HOST}:{port}", stop_method="exit",
             heartbeat_seconds=int(os.environ.get("AGENT_HEARTBEAT_SECONDS", "15")),
         )
-        settings = replace(aws.settings, agent=agent_policy)
+        settings = replace(
+            aws.settings, agent=agent_policy,
+            allow_previous_generation=os.environ.get("ALLOW_PREVIOUS_GENERATION", "").lower()
+            in ("1", "true", "yes"),
+        )
         bootstrap.use(Container(settings=settings, azure_connection=aws.azure))
         agents = LocalAgents(Path(machines), aws.arm_fake)
         gpu_dir().mkdir(parents=True, exist_ok=True)
@@ -114,7 +118,7 @@ Try:
   curl -s -X POST {api}/api/instances -H 'Authorization: Bearer dev:alice' \\
        -H 'Content-Type: application/json' -d '{{"instanceType": "g4dn.xlarge"}}'
   curl -s -X POST {api}/api/instances -H 'Authorization: Bearer dev:alice' \\
-       -H 'Content-Type: application/json' -d '{{"instanceType": "Standard_NC6"}}'
+       -H 'Content-Type: application/json' -d '{{"instanceType": "Standard_NC4as_T4_v3"}}'
   curl -s {api}/api/instances -H 'Authorization: Bearer dev:alice'
   aws --endpoint-url http://{HOST}:{moto_port} dynamodb scan --table-name {table}
 Stop with Ctrl-C.

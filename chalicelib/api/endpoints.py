@@ -110,6 +110,7 @@ class Endpoints:
         answer = self._view(provisioned.instance)
         if provisioned.offer is not None:
             answer["offer"] = offer_view(provisioned.offer)
+        answer["warnings"] = list(provisioned.warnings)
         return answer
 
     def get(self, request: Request, instance_id: str) -> dict[str, Any]:
@@ -204,7 +205,10 @@ class Endpoints:
     def instance_types(self, request: Request) -> dict[str, Any]:
         self._caller(request)
         params = _parse(InstanceTypesQuery, _query(request), "query string")
-        types = self.container.catalog.matching(params.provider, params.gpu, params.minGpus)
+        types = self.container.catalog.matching(
+            params.provider, params.gpu, params.minGpus,
+            include_retired=params.include == "retired",
+        )
         return {"items": [instance_type_view(t) for t in types]}
 
     def openapi(self, request: Request) -> dict[str, Any]:
@@ -233,6 +237,7 @@ class Endpoints:
 
 def instance_type_view(instance_type: InstanceType) -> dict[str, Any]:
     rule = instance_type.billing_rule
+    source = instance_type.price_source
     return {
         "provider": instance_type.provider,
         "name": instance_type.name,
@@ -240,12 +245,24 @@ def instance_type_view(instance_type: InstanceType) -> dict[str, Any]:
         "vcpus": instance_type.vcpus,
         "memoryGib": instance_type.memory_gib,
         "hourlyUsd": str(instance_type.hourly_usd),
+        "price": None if source is None else {
+            "url": source.url,
+            "region": source.region,
+            "asOf": source.as_of.isoformat(),
+            "note": source.note,
+        },
         "billing": {
             "name": rule.name,
             "incrementSeconds": rule.increment_seconds,
             "minimumSeconds": rule.minimum_seconds,
             "source": rule.source,
         },
+        "status": instance_type.status.value,
+        "statusSince": (
+            instance_type.status_since.isoformat() if instance_type.status_since else None
+        ),
+        "statusReason": instance_type.why or None,
+        "replacement": instance_type.replacement,
     }
 
 

@@ -116,6 +116,11 @@ class InstanceTypesQuery(BaseModel):
     provider: Literal["aws", "azure"] | None = None
     gpu: str | None = Field(default=None, pattern=GPU_MODEL_PATTERN)
     minGpus: int = Field(default=0, ge=0, le=16)
+    include: Literal["retired"] | None = Field(
+        default=None,
+        description="`retired` also lists the types their provider retired (hidden by "
+        "default: they cannot be launched, but old records still name them).",
+    )
 
 
 class NoQuery(BaseModel):

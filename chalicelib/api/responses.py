@@ -125,6 +125,10 @@ class ProvisionedInstance(InstanceRecord):
     offer: Offer | None = Field(
         default=None, description="Present when the type was chosen from a requirement"
     )
+    warnings: list[str] = Field(
+        description="What the caller should know about the launch, e.g. that the type is "
+        "of a previous generation; empty when nothing"
+    )
 
 
 class InstancePage(BaseModel):
@@ -153,6 +157,13 @@ class BillingRule(BaseModel):
     source: str
 
 
+class PriceSource(BaseModel):
+    url: str = Field(description="the provider's price page the hourly price was read from")
+    region: str = Field(description="the region the price is for")
+    asOf: str = Field(description="the date the price was read (YYYY-MM-DD)")
+    note: str
+
+
 class InstanceType(BaseModel):
     provider: str
     name: str
@@ -160,7 +171,16 @@ class InstanceType(BaseModel):
     vcpus: int
     memoryGib: int
     hourlyUsd: str = Money
+    price: PriceSource | None = Field(description="where and when the price was read")
     billing: BillingRule
+    status: Literal["current", "previous-generation", "retired"] = Field(
+        description="`retired`: the provider no longer runs it, it cannot be launched (listed "
+        "with include=retired); `previous-generation`: current GPU images do not run on it, "
+        "launched only where the deployment allows it, with a warning"
+    )
+    statusSince: str | None = Field(description="the retirement date (YYYY-MM-DD)")
+    statusReason: str | None = Field(description="why the status, in a sentence")
+    replacement: str | None = Field(description="the type to use instead")
 
 
 class InstanceTypeList(BaseModel):

@@ -37,6 +37,34 @@ class UnsatisfiableRequestError(DomainError):
         self.fields = fields or []
 
 
+class InstanceTypeRetiredError(UnsatisfiableRequestError):
+    """A type its provider retired: kept in the catalog for old records, never launched."""
+
+    code = "instance_type_retired"
+
+    def __init__(self, message: str, replacement: str | None) -> None:
+        super().__init__(
+            message,
+            fields=[{"field": "instanceType", "problem": "retired",
+                     "allowed": replacement or ""}],
+        )
+        self.replacement = replacement
+
+
+class PreviousGenerationNotAllowedError(UnsatisfiableRequestError):
+    """A previous-generation type this deployment does not launch (ALLOW_PREVIOUS_GENERATION)."""
+
+    code = "instance_type_previous_generation"
+
+    def __init__(self, message: str, replacement: str | None) -> None:
+        super().__init__(
+            message,
+            fields=[{"field": "instanceType", "problem": "previous generation",
+                     "allowed": replacement or ""}],
+        )
+        self.replacement = replacement
+
+
 class NoMatchingInstanceTypeError(UnsatisfiableRequestError):
     """A well-formed requirement that no instance type in the catalog can satisfy."""
 

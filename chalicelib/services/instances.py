@@ -67,6 +67,7 @@ class WorkflowTiming:
 class Provisioned:
     instance: Instance
     offer: Offer | None  # set when the type was picked from a requirement
+    warnings: tuple[str, ...] = ()  # e.g. a previous-generation type
 
 
 class WorkflowStartError(DomainError):
@@ -113,7 +114,7 @@ class InstanceService:
             instance_type = offer.chosen
         else:
             assert request.instance_type is not None
-            instance_type = self.catalog.find(request.instance_type, request.provider)
+            instance_type = self.catalog.launchable(request.instance_type, request.provider)
         provider_name = instance_type.provider
         self.lifecycle.providers.get(provider_name)  # refuses an unconfigured provider early
         region = self.lifecycle.providers.region_for(provider_name)
@@ -165,7 +166,7 @@ class InstanceService:
             raise WorkflowStartError(
                 "The instance could not be started now; it was recorded as ERROR. Try again."
             ) from error
-        return Provisioned(stored, offer)
+        return Provisioned(stored, offer, self.catalog.warnings_for(instance_type))
 
     def _usable_providers(self, request: ProvisionRequest) -> tuple[dict[str, str], set[str]]:
         """Each provider with "" if it can serve this request, or why it cannot; and the

@@ -144,22 +144,24 @@ def test_an_unknown_instance_type_is_refused_with_the_list_of_valid_types(api):
 
 def test_an_azure_type_asked_of_the_aws_provider_is_refused_listing_only_aws_types(api):
     body = assert_error(
-        api.call("POST", INSTANCES, body={"instanceType": "Standard_NC6", "provider": "aws"}),
-        400, "unknown_instance_type", "Standard_NC6", "aws", "g4dn.xlarge",
+        api.call(
+            "POST", INSTANCES, body={"instanceType": "Standard_NC4as_T4_v3", "provider": "aws"}
+        ),
+        400, "unknown_instance_type", "Standard_NC4as_T4_v3", "aws", "g4dn.xlarge",
     )
-    assert "Standard_NV6" not in body["message"]
+    assert "Standard_NV36ads_A10_v5" not in body["message"]
 
 
 def test_an_aws_type_asked_of_the_azure_provider_is_refused_listing_only_azure_types(api):
     body = assert_error(
         api.call("POST", INSTANCES, body={"instanceType": "g4dn.xlarge", "provider": "azure"}),
-        400, "unknown_instance_type", "g4dn.xlarge", "azure", "Standard_NC6",
+        400, "unknown_instance_type", "g4dn.xlarge", "azure", "Standard_NC4as_T4_v3",
     )
     assert "p3.2xlarge" not in body["message"]
 
 
-@pytest.mark.parametrize("body", [{"instanceType": "Standard_NC6"},
-                                  {"instanceType": "Standard_NC6", "provider": "azure"}])
+@pytest.mark.parametrize("body", [{"instanceType": "Standard_NC4as_T4_v3"},
+                                  {"instanceType": "Standard_NC4as_T4_v3", "provider": "azure"}])
 def test_an_azure_type_is_refused_as_unavailable_naming_the_missing_settings(
     api, aws, clock, body
 ):

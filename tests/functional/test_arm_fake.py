@@ -38,12 +38,30 @@ def create_nic(fake: ArmFake, clients: azure_arm.ArmClients, name: str):
     ).result()
 
 
-def vm_body(fake: ArmFake, nic_id: str, name: str):
+def vm_body(fake: ArmFake, nic_id: str, name: str, size: str = "Standard_NC4as_T4_v3"):
     settings = AzureSettings(
         fake.subscription_id, fake.resource_group, fake.location, fake.subnet_id,
         AZURE_IMAGE, AZURE_ADMIN, AZURE_SSH_KEY, fake.base_url,
     )
-    return azure_arm.vm_parameters(settings, name, "Standard_NC6", nic_id, {})
+    return azure_arm.vm_parameters(settings, name, size, nic_id, {})
+
+
+@pytest.mark.parametrize("size", ["Standard_NC6", "Standard_NV12"])
+def test_a_vm_of_a_retired_size_is_refused_as_azure_refuses_it_and_nothing_is_created(
+    arm, size
+):
+    fake, clients, _ = arm
+    nic = create_nic(fake, clients, "old-nic")
+
+    with pytest.raises(HttpResponseError) as refused:
+        clients.compute.virtual_machines.begin_create_or_update(
+            fake.resource_group, "old", vm_body(fake, nic.id, "old", size)
+        ).result()
+
+    assert (refused.value.status_code, refused.value.error.code) == (409, "SkuNotAvailable")
+    assert size in refused.value.error.message
+    with pytest.raises(HttpResponseError):
+        clients.compute.virtual_machines.get(fake.resource_group, "old")
 
 
 def test_the_sdk_poller_follows_a_vm_creation_to_succeeded(arm):

@@ -13,7 +13,7 @@ from chalicelib.settings import AzureSettings
 
 
 def provision_azure(api, **body) -> dict:
-    instance = api.provision(instanceType="Standard_NC6", **body)
+    instance = api.provision(instanceType="Standard_NC4as_T4_v3", **body)
     assert (instance["provider"], instance["region"]) == ("azure", "eastus")
     return instance
 
@@ -40,13 +40,13 @@ def test_an_azure_instance_reaches_ready_through_configuring(api, aws):
     assert ready["billing"]["rule"] == "azure-vm-per-second"
     assert aws.execution_status(ready["executionId"]) == "SUCCEEDED"
     vm = aws.arm_fake.vm_model(instance["id"])
-    assert vm["properties"]["hardwareProfile"]["vmSize"] == "Standard_NC6"
+    assert vm["properties"]["hardwareProfile"]["vmSize"] == "Standard_NC4as_T4_v3"
     assert vm["tags"]["provisioner:user-id"] == "alice"
     assert vm["tags"]["provisioner:task-id"] == "scan-0042"
 
 
 def test_provider_azure_can_be_asked_for_by_name(api, aws):
-    instance = api.provision(instanceType="Standard_NV6", provider="azure")
+    instance = api.provision(instanceType="Standard_NV36ads_A10_v5", provider="azure")
 
     aws.wait_for_workflows()
 
@@ -156,8 +156,8 @@ def test_a_deleted_azure_instance_is_terminated_at_once_when_the_vm_answers_404(
 
     terminated = api.get(instance["id"])
     assert terminated["status"] == "TERMINATED"
-    # 750 s (until Azure accepted the delete) at 0.90 USD/h, per second, no minimum
-    assert terminated["costUsd"] == "0.187500"
+    # 750 s (until Azure accepted the delete) at 0.526 USD/h, per second, no minimum
+    assert terminated["costUsd"] == "0.109583"
     assert terminated["billing"]["endedAt"] == "2026-03-02T09:12:30.000Z"
     assert aws.arm_fake.vm_names() == []
     assert aws.arm_fake.nic_names() == []
@@ -171,8 +171,8 @@ def test_a_short_azure_run_is_billed_its_seconds_with_no_minimum(api, aws, clock
     api.call("DELETE", f"/api/instances/{instance['id']}")
     aws.wait_for_workflows()
 
-    # EC2 would bill 60 s here; Azure bills the 10 s: 0.90 x 10 / 3600
-    assert api.get(instance["id"])["costUsd"] == "0.002500"
+    # EC2 would bill 60 s here; Azure bills the 10 s: 0.526 x 10 / 3600
+    assert api.get(instance["id"])["costUsd"] == "0.001461"
 
 
 def test_an_idle_azure_instance_is_terminated_by_the_reaper(api, aws, clock):
@@ -187,7 +187,7 @@ def test_an_idle_azure_instance_is_terminated_by_the_reaper(api, aws, clock):
     assert api.tick()["confirmedTerminated"] == [instance["id"]]  # the VM answers 404
     terminated = api.get(instance["id"])
     assert (terminated["status"], terminated["statusReason"]) == ("TERMINATED", "idle_timeout")
-    assert terminated["costUsd"] == "0.075000"  # 300 s at 0.90 USD/h
+    assert terminated["costUsd"] == "0.043833"  # 300 s at 0.526 USD/h
 
 
 def test_a_vm_deleted_behind_our_back_leaves_its_record_terminated_and_billed_to_then(
@@ -206,7 +206,7 @@ def test_a_vm_deleted_behind_our_back_leaves_its_record_terminated_and_billed_to
     gone = api.get(instance["id"])
     assert (gone["status"], gone["statusReason"]) == ("TERMINATED", "terminated_outside_service")
     # Azure gives no time of deletion: billed to the tick that first saw it gone (30 min).
-    assert gone["costUsd"] == "0.450000"
+    assert gone["costUsd"] == "0.263000"
 
 
 def test_missing_azure_settings_refuse_azure_with_503_naming_them_and_aws_still_works(
@@ -216,7 +216,9 @@ def test_missing_azure_settings_refuse_azure_with_503_naming_them_and_aws_still_
         Container(settings=replace(aws.settings, azure=AzureSettings()), clock=clock)
     )
 
-    status, body, _ = api.call("POST", "/api/instances", body={"instanceType": "Standard_NC6"})
+    status, body, _ = api.call(
+        "POST", "/api/instances", body={"instanceType": "Standard_NC4as_T4_v3"}
+    )
 
     assert (status, body["error"]) == (503, "provider_unavailable")
     assert body["message"] == (
@@ -265,7 +267,7 @@ def test_an_azure_vm_of_this_deployment_with_no_record_is_deleted_and_a_foreign_
         provider = AzureComputeProvider(
             azure_settings(aws.arm), azure_connection(aws.arm), deployment=deployment
         )
-        provider.launch(LaunchRequest(record_id, "mallory", None, "Standard_NC6", "eastus"))
+        provider.launch(LaunchRequest(record_id, "mallory", None, "Standard_NC4as_T4_v3", "eastus"))
 
     orphan, foreign = "inst-" + "a" * 32, "inst-" + "b" * 32
     launch_behind_our_back(aws.settings.deployment_name, orphan)

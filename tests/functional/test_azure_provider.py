@@ -41,7 +41,7 @@ class Azure:
         return self.provider.launch(
             LaunchRequest(
                 record_id=record_id, user_id="alice", task_id=task_id,
-                instance_type="Standard_NC6", region="eastus",
+                instance_type="Standard_NC4as_T4_v3", region="eastus",
             )
         )
 
@@ -82,7 +82,7 @@ def test_the_vm_is_a_linux_vm_of_the_requested_size_reachable_by_ssh_key_only(az
     vm = azure.fake.vm_model(RECORD)
     properties = vm["properties"]
     assert vm["location"] == "eastus"
-    assert properties["hardwareProfile"] == {"vmSize": "Standard_NC6"}
+    assert properties["hardwareProfile"] == {"vmSize": "Standard_NC4as_T4_v3"}
     assert properties["storageProfile"]["imageReference"] == {
         "publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy",
         "sku": "22_04-lts-gen2", "version": "latest",
@@ -250,7 +250,7 @@ def test_a_subnet_that_does_not_exist_is_a_configuration_error(azure):
     )
 
     with pytest.raises(CloudConfigurationError) as refused:
-        provider.launch(LaunchRequest(RECORD, "alice", None, "Standard_NC6", "eastus"))
+        provider.launch(LaunchRequest(RECORD, "alice", None, "Standard_NC4as_T4_v3", "eastus"))
 
     assert refused.value.cloud_code == "InvalidResourceReference"
     assert "network interface creation" in str(refused.value)
@@ -380,7 +380,7 @@ def test_an_image_resource_id_is_used_as_the_image_reference(azure):
         deployment=DEPLOYMENT,
     )
 
-    provider.launch(LaunchRequest(RECORD, "alice", None, "Standard_NV6", "eastus"))
+    provider.launch(LaunchRequest(RECORD, "alice", None, "Standard_NV36ads_A10_v5", "eastus"))
 
     assert azure.fake.vm_model(RECORD)["properties"]["storageProfile"]["imageReference"] == {
         "id": image
@@ -424,7 +424,7 @@ def test_a_vm_gets_the_agent_in_custom_data_its_identity_encryption_at_host_and_
             cost_tags={"project": "oncology", "provisioner:managed": "false"},
         )
         provider.launch(LaunchRequest(
-            record_id=RECORD, user_id="alice", task_id=None, instance_type="Standard_NC6",
+            record_id=RECORD, user_id="alice", task_id=None, instance_type="Standard_NC4as_T4_v3",
             region="eastus", user_data="#cloud-config\n{}",
         ))
 
