@@ -26,8 +26,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
+# ruff, then mypy --strict on chalicelib and app.py (its settings are in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # docs/openapi.json from the request and response models (a test fails if it is stale).
 openapi: $(STAMP)

@@ -9,7 +9,7 @@ from http import HTTPStatus
 from typing import Any
 
 import pydantic
-from chalice import Response
+from chalice.app import Response
 
 from chalicelib.api.contract import PROBLEM_JSON
 from chalicelib.domain import errors as domain

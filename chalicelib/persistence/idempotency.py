@@ -76,19 +76,21 @@ class PowertoolsIdempotency:
 
         ran = False
 
-        @idempotent_function(
-            data_keyword_argument="request",
-            persistence_store=self._store,
-            config=self._config,
-            key_prefix="provision",
-        )
         def run(request: dict[str, Any]) -> dict[str, Any]:
             nonlocal ran
             ran = True
             return action()
 
+        # Powertools declares the wrapped function as Any; it is `run`, called by keyword.
+        guarded: Callable[..., dict[str, Any]] = idempotent_function(
+            run,
+            data_keyword_argument="request",
+            persistence_store=self._store,
+            config=self._config,
+            key_prefix="provision",
+        )
         try:
-            result = run(request={"scope": scope, "key": key, "payload": payload})
+            result = guarded(request={"scope": scope, "key": key, "payload": payload})
         except IdempotencyValidationError:
             raise IdempotencyKeyReusedError(
                 f"Idempotency-Key {key!r} was used for a request with another body in the "

@@ -138,7 +138,7 @@ class Ec2Provider:
                 )
             image = images[0]
             device = image.get("RootDeviceName") or "/dev/xvda"
-            root = next(
+            root: dict[str, Any] = next(
                 (m for m in image.get("BlockDeviceMappings", []) if m.get("DeviceName") == device),
                 {},
             )
