@@ -9,13 +9,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.domain.errors import (
     IdempotencyKeyInUseError,
     IdempotencyKeyReusedError,
     StoreUnavailableError,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ class _Deadline:
 
 
 class PowertoolsIdempotency:
-    def __init__(self, table_name: str, dynamodb_client: Any) -> None:
+    def __init__(self, table_name: str, dynamodb_client: DynamoDBClient) -> None:
         # Imported here: only a POST carrying an Idempotency-Key pays for it.
         from aws_lambda_powertools.utilities.idempotency import (
             DynamoDBPersistenceLayer,
