@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from azure.core.credentials import TokenCredential
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import HttpRequest, HttpResponse
@@ -73,9 +74,9 @@ class ArmClients:
 
 def build_clients(
     settings: AzureSettings,
-    credential: Any,
+    credential: TokenCredential | None,
     sleep: Callable[[float], None],
-    transport_options: Mapping[str, Any],
+    transport_options: Mapping[str, object],
 ) -> ArmClients:
     if credential is None:
         # Managed identity in a deployment, a service principal from AZURE_CLIENT_ID/
