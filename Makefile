@@ -54,4 +54,4 @@ package: $(STAMP)
 	$(OFFLINE_AWS) $(BIN)/python -m tools.lint_template $(DIST)/sam.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache $(DIST) .chalice/deployments
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache $(DIST) .chalice/deployments
