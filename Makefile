@@ -26,8 +26,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
+# ruff, then mypy --strict on chalicelib and app.py (its settings are in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # docs/openapi.json from the request and response models (a test fails if it is stale).
 openapi: $(STAMP)
@@ -52,4 +54,4 @@ package: $(STAMP)
 	$(OFFLINE_AWS) $(BIN)/python -m tools.lint_template $(DIST)/sam.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache $(DIST) .chalice/deployments
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache $(DIST) .chalice/deployments

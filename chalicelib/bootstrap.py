@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Literal, overload
 
 from chalicelib.domain.catalog import Catalog, load_catalog
 from chalicelib.domain.errors import ServiceNotConfiguredError
 from chalicelib.settings import Settings
+
+if TYPE_CHECKING:
+    # Types only: each getter imports its module when it is first asked for (cold paths
+    # build only what they use), and the boto3 client types come from the dev-only stubs.
+    from botocore.client import BaseClient
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_ec2.client import EC2Client
+    from mypy_boto3_events.client import EventBridgeClient
+    from mypy_boto3_stepfunctions.client import SFNClient
+
+    from chalicelib.events.eventbridge import EventBridgePublisher
+    from chalicelib.persistence.control import DynamoDbLeases
+    from chalicelib.persistence.dynamodb import DynamoDbInstanceRepository
+    from chalicelib.persistence.idempotency import PowertoolsIdempotency
+    from chalicelib.providers.azure_compute import AzureConnection
+    from chalicelib.providers.base import CloudProvider
+    from chalicelib.providers.registry import ProviderRegistry
+    from chalicelib.services.agent import AgentService
+    from chalicelib.services.instances import InstanceService
+    from chalicelib.services.lifecycle import Lifecycle
+    from chalicelib.services.reaper import Reaper
+    from chalicelib.services.release import ReleaseSteps
+    from chalicelib.services.steps import LifecycleSteps
+    from chalicelib.workflow.stepfunctions import StepFunctionsWorkflowStarter
+
+AwsService = Literal["ec2", "events", "stepfunctions", "dynamodb"]
+# Builds the boto3 client of a service in a region (tests and the local run point it at moto).
+AwsClientFactory = Callable[[AwsService, str], "BaseClient"]
 
 
 def utc_now() -> datetime:
@@ -23,8 +51,8 @@ class Container:
         self,
         settings: Settings | None = None,
         clock: Callable[[], datetime] = utc_now,
-        aws_client: Callable[..., Any] | None = None,
-        azure_connection: Any = None,
+        aws_client: AwsClientFactory | None = None,
+        azure_connection: AzureConnection | None = None,
     ) -> None:
         self._settings = settings
         self.clock = clock
@@ -37,7 +65,21 @@ class Container:
     def settings(self) -> Settings:
         return self._settings or Settings.from_env()
 
-    def aws_client(self, service: str, region: str | None = None) -> Any:
+    @overload
+    def aws_client(self, service: Literal["ec2"], region: str | None = None) -> EC2Client: ...
+    @overload
+    def aws_client(
+        self, service: Literal["events"], region: str | None = None
+    ) -> EventBridgeClient: ...
+    @overload
+    def aws_client(
+        self, service: Literal["stepfunctions"], region: str | None = None
+    ) -> SFNClient: ...
+    @overload
+    def aws_client(
+        self, service: Literal["dynamodb"], region: str | None = None
+    ) -> DynamoDBClient: ...
+    def aws_client(self, service: AwsService, region: str | None = None) -> BaseClient:
         if self._aws_client is not None:
             return self._aws_client(service, region or self.settings.region)
         import boto3
@@ -62,7 +104,7 @@ class Container:
         )
 
     @cached_property
-    def repository(self) -> Any:
+    def repository(self) -> DynamoDbInstanceRepository:
         from chalicelib.persistence.dynamodb import (
             DynamoDbInstanceRepository,
             configure_instance_model,
@@ -72,15 +114,15 @@ class Container:
         return DynamoDbInstanceRepository(self.settings.policy)
 
     @cached_property
-    def providers(self) -> Any:
+    def providers(self) -> ProviderRegistry:
         from chalicelib.providers.registry import ProviderRegistry
 
-        def aws() -> Any:
+        def aws() -> CloudProvider:
             from chalicelib.providers.aws_ec2 import Ec2Provider
 
-            clients: dict[str, Any] = {}
+            clients: dict[str, EC2Client] = {}
 
-            def ec2_client(region: str) -> Any:
+            def ec2_client(region: str) -> EC2Client:
                 if region not in clients:
                     clients[region] = self.aws_client("ec2", region)
                 return clients[region]
@@ -90,7 +132,7 @@ class Container:
                 self.settings.cost_tags,
             )
 
-        def azure() -> Any:
+        def azure() -> CloudProvider:
             # Builds no client and imports no Azure SDK: that waits for the first Azure call.
             from chalicelib.providers.azure_compute import AzureComputeProvider
 
@@ -110,13 +152,13 @@ class Container:
         )
 
     @cached_property
-    def events(self) -> Any:
+    def events(self) -> EventBridgePublisher:
         from chalicelib.events.eventbridge import EventBridgePublisher
 
         return EventBridgePublisher(self.aws_client("events"), self.settings.event_bus_name)
 
     @cached_property
-    def workflow(self) -> Any:
+    def workflow(self) -> StepFunctionsWorkflowStarter:
         from chalicelib.workflow.stepfunctions import StepFunctionsWorkflowStarter
 
         if not self.settings.state_machine_arn:
@@ -128,7 +170,7 @@ class Container:
         )
 
     @cached_property
-    def release_workflow(self) -> Any:
+    def release_workflow(self) -> StepFunctionsWorkflowStarter:
         from chalicelib.workflow.stepfunctions import StepFunctionsWorkflowStarter
 
         if not self.settings.release_state_machine_arn:
@@ -140,14 +182,14 @@ class Container:
         )
 
     @cached_property
-    def leases(self) -> Any:
+    def leases(self) -> DynamoDbLeases:
         from chalicelib.persistence.control import DynamoDbLeases, configure_control_model
 
         configure_control_model(self.settings.control_table_name, self.settings.region)
         return DynamoDbLeases()
 
     @cached_property
-    def idempotency(self) -> Any:
+    def idempotency(self) -> PowertoolsIdempotency:
         from chalicelib.persistence.idempotency import PowertoolsIdempotency
 
         return PowertoolsIdempotency(
@@ -155,25 +197,25 @@ class Container:
         )
 
     @cached_property
-    def lifecycle(self) -> Any:
+    def lifecycle(self) -> Lifecycle:
         from chalicelib.services.lifecycle import Lifecycle
 
         return Lifecycle(self.repository, self.providers, self.events, self.clock)
 
     @cached_property
-    def instances(self) -> Any:
+    def instances(self) -> InstanceService:
         from chalicelib.services.instances import InstanceService, WorkflowTiming
 
         return InstanceService(
             self.lifecycle,
             self.catalog,
-            _LazyWorkflow(self, "workflow"),
+            _LazyWorkflow(lambda: self.workflow),
             WorkflowTiming(
                 poll_seconds=self.settings.workflow_poll_seconds,
                 max_checks=self.settings.workflow_max_checks,
                 agent_timeout_seconds=self.settings.agent.ready_timeout_minutes * 60,
             ),
-            _LazyWorkflow(self, "release_workflow"),
+            _LazyWorkflow(lambda: self.release_workflow),
             WorkflowTiming(
                 poll_seconds=self.settings.release_poll_seconds,
                 max_checks=self.settings.release_max_checks,
@@ -182,13 +224,13 @@ class Container:
         )
 
     @cached_property
-    def agent(self) -> Any:
+    def agent(self) -> AgentService:
         from chalicelib.services.agent import AgentService
 
         return AgentService(self.repository, self.clock, self.settings.agent)
 
     @cached_property
-    def steps(self) -> Any:
+    def steps(self) -> LifecycleSteps:
         from chalicelib.services.agent_bootstrap import stop_method
         from chalicelib.services.steps import LifecycleSteps
 
@@ -199,13 +241,13 @@ class Container:
         )
 
     @cached_property
-    def reaper(self) -> Any:
+    def reaper(self) -> Reaper:
         from chalicelib.services.reaper import Reaper
 
         return Reaper(self.lifecycle, self.settings.policy, self.leases)
 
     @cached_property
-    def release_steps(self) -> Any:
+    def release_steps(self) -> ReleaseSteps:
         from chalicelib.services.release import ReleaseSteps
 
         return ReleaseSteps(self.lifecycle, self.settings.policy)
@@ -214,15 +256,14 @@ class Container:
 class _LazyWorkflow:
     """Defers building the Step Functions client until a workflow is actually started."""
 
-    def __init__(self, container: Container, getter: str) -> None:
-        self._container = container
-        self._getter = getter
+    def __init__(self, build: Callable[[], StepFunctionsWorkflowStarter]) -> None:
+        self._build = build
 
     def execution_id(self, execution_name: str) -> str:
-        return getattr(self._container, self._getter).execution_id(execution_name)
+        return self._build().execution_id(execution_name)
 
-    def start(self, execution_name: str, execution_input: dict[str, Any]) -> str:
-        return getattr(self._container, self._getter).start(execution_name, execution_input)
+    def start(self, execution_name: str, execution_input: Mapping[str, object]) -> str:
+        return self._build().start(execution_name, execution_input)
 
 
 _container: Container | None = None

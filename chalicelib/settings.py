@@ -46,6 +46,27 @@ def _integer(
     return value
 
 
+def _optional_integer(
+    environ: Mapping[str, str], name: str, minimum: int = 0, maximum: int | None = None
+) -> int | None:
+    """An integer setting that is unset (None) unless given."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    return _integer(environ, name, minimum, minimum, maximum)
+
+
+def _url(environ: Mapping[str, str], name: str) -> str | None:
+    """An http(s) base URL without its trailing slash; None if unset."""
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return None
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        raise SettingsError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
 def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
     value = environ.get(name) or default
     if value not in allowed:
@@ -54,12 +75,13 @@ def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...], def
 
 
 def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = (environ.get(name) or "").strip().lower()
-    if not raw:
+    raw = environ.get(name) or ""
+    word = raw.strip().lower()
+    if not word:
         return default
-    if raw in ("1", "true", "yes"):
+    if word in ("1", "true", "yes"):
         return True
-    if raw in ("0", "false", "no"):
+    if word in ("0", "false", "no"):
         return False
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
@@ -237,15 +259,12 @@ class Settings:
             cost_tags=cost_allocation_tags(env),
             allow_previous_generation=_flag(env, "ALLOW_PREVIOUS_GENERATION", False),
             agent=AgentPolicy(
-                callback_url=(env.get("AGENT_CALLBACK_URL") or "").rstrip("/") or None,
+                callback_url=_url(env, "AGENT_CALLBACK_URL"),
                 heartbeat_seconds=_integer(env, "AGENT_HEARTBEAT_SECONDS", 60, 1, 3600),
                 idle_gpu_utilization_percent=_integer(
                     env, "IDLE_GPU_UTILIZATION_PERCENT", 5, 0, 100
                 ),
-                deadman_minutes=(
-                    _integer(env, "AGENT_DEADMAN_MINUTES", 0, 1)
-                    if env.get("AGENT_DEADMAN_MINUTES") else None
-                ),
+                deadman_minutes=_optional_integer(env, "AGENT_DEADMAN_MINUTES", 1),
                 ready_timeout_minutes=_integer(env, "AGENT_READY_TIMEOUT_MINUTES", 15, 1),
                 stop_method=_choice(env, "AGENT_STOP_METHOD", ("auto", "exit"), "auto"),
             ),

@@ -6,10 +6,10 @@ import functools
 import logging
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ParamSpec
 
 import pydantic
-from chalice import Response
+from chalice.app import Response
 
 from chalicelib.api.contract import PROBLEM_JSON
 from chalicelib.domain import errors as domain
@@ -20,6 +20,8 @@ from chalicelib.providers.base import (
 )
 
 logger = logging.getLogger(__name__)
+# The parameters of the route a decorator wraps.
+P = ParamSpec("P")
 
 PROBLEM_TYPE_PREFIX = "urn:instance-provisioner:problem:"
 
@@ -113,12 +115,12 @@ def validation_error(
     return domain.ValidationError(f"Invalid {what}: {summary}", fields)
 
 
-def json_errors(view: Callable[..., Any]) -> Callable[..., Any]:
+def json_errors(view: Callable[P, object]) -> Callable[P, Response]:
     """Wrap a route so every answer is JSON with its Content-Type, and every failure a
     problem document, never a stack trace."""
 
     @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
         try:
             answer = view(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - mapped (or logged as 500) right here

@@ -15,6 +15,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from chalicelib.domain.errors import (
     InstanceTypeRetiredError,
@@ -95,7 +96,7 @@ class Offer:
     excluded: tuple[tuple[InstanceType, str], ...]  # matching but unavailable, with why
 
 
-def offer_order(instance_type: InstanceType) -> tuple:
+def offer_order(instance_type: InstanceType) -> tuple[Decimal, str, str]:
     # Cheapest first; equal prices fall back to provider then name, so the pick is stable.
     return (instance_type.hourly_usd, instance_type.provider, instance_type.name)
 
@@ -236,7 +237,7 @@ class Catalog:
         )
 
 
-def parse_catalog(document: dict) -> Catalog:
+def parse_catalog(document: dict[str, Any]) -> Catalog:
     sources = {
         name: PriceSource(
             url=source["url"],

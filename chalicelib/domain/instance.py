@@ -49,7 +49,7 @@ class LifecyclePolicy:
         """How long after the `attempts`-th terminate request the next one is due."""
         if attempts <= 0:
             return timedelta(0)
-        return min(self.terminate_retry_base * 2 ** (attempts - 1), self.terminate_retry_max)
+        return min(self.terminate_retry_base * (1 << (attempts - 1)), self.terminate_retry_max)
 
     def limit_for(self, status: InstanceStatus) -> timedelta | None:
         return {

@@ -47,7 +47,9 @@ ALLOWED_TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
 def check_transition(current: InstanceStatus, target: InstanceStatus) -> None:
     """Raise InvalidTransitionError unless the lifecycle allows current -> target."""
     if target not in ALLOWED_TRANSITIONS[current]:
-        allowed = sorted(ALLOWED_TRANSITIONS[current]) or ["none: the instance is finished"]
+        allowed = [str(s) for s in sorted(ALLOWED_TRANSITIONS[current])] or [
+            "none: the instance is finished"
+        ]
         raise InvalidTransitionError(
             f"An instance in {current} cannot move to {target}; allowed: {', '.join(allowed)}."
         )

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from chalicelib.domain.events import EVENT_SOURCE, Event
+
+if TYPE_CHECKING:
+    from mypy_boto3_events.client import EventBridgeClient
+    from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +24,7 @@ class EventPublishError(Exception):
 
 
 class EventBridgePublisher:
-    def __init__(self, client: Any, bus_name: str) -> None:
+    def __init__(self, client: EventBridgeClient, bus_name: str) -> None:
         self._client = client
         self._bus_name = bus_name
 
@@ -41,7 +45,7 @@ class EventBridgePublisher:
         if refused:
             raise EventPublishError(f"{len(refused)} event(s) refused: {', '.join(refused)}")
 
-    def _entry(self, event: Event) -> dict[str, Any]:
+    def _entry(self, event: Event) -> PutEventsRequestEntryTypeDef:
         return {
             "Source": EVENT_SOURCE,
             "DetailType": event.detail_type,

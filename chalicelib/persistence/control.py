@@ -36,10 +36,7 @@ def create_control_table() -> None:
     """Local runs and tests; a deployment's template creates the table with its TTL."""
     if not ControlItem.exists():
         ControlItem.create_table(billing_mode="PAY_PER_REQUEST", wait=False)
-        ControlItem._get_connection().connection.client.update_time_to_live(
-            TableName=ControlItem.Meta.table_name,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-        )
+        ControlItem._get_connection().update_time_to_live(TTL_ATTRIBUTE)
 
 
 class DynamoDbLeases:

@@ -9,13 +9,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.domain.errors import (
     IdempotencyKeyInUseError,
     IdempotencyKeyReusedError,
     StoreUnavailableError,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ class _Deadline:
 
 
 class PowertoolsIdempotency:
-    def __init__(self, table_name: str, dynamodb_client: Any) -> None:
+    def __init__(self, table_name: str, dynamodb_client: DynamoDBClient) -> None:
         # Imported here: only a POST carrying an Idempotency-Key pays for it.
         from aws_lambda_powertools.utilities.idempotency import (
             DynamoDBPersistenceLayer,
@@ -76,19 +79,21 @@ class PowertoolsIdempotency:
 
         ran = False
 
-        @idempotent_function(
-            data_keyword_argument="request",
-            persistence_store=self._store,
-            config=self._config,
-            key_prefix="provision",
-        )
         def run(request: dict[str, Any]) -> dict[str, Any]:
             nonlocal ran
             ran = True
             return action()
 
+        # Powertools declares the wrapped function as Any; it is `run`, called by keyword.
+        guarded: Callable[..., dict[str, Any]] = idempotent_function(
+            run,
+            data_keyword_argument="request",
+            persistence_store=self._store,
+            config=self._config,
+            key_prefix="provision",
+        )
         try:
-            result = run(request={"scope": scope, "key": key, "payload": payload})
+            result = guarded(request={"scope": scope, "key": key, "payload": payload})
         except IdempotencyValidationError:
             raise IdempotencyKeyReusedError(
                 f"Idempotency-Key {key!r} was used for a request with another body in the "

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from botocore.exceptions import (
     ClientError,
@@ -35,6 +35,20 @@ from chalicelib.providers.base import (
     as_utc,
 )
 from chalicelib.settings import Ec2Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.client import EC2Client
+    from mypy_boto3_ec2.literals import InstanceTypeType, ResourceTypeType
+    from mypy_boto3_ec2.type_defs import (
+        BlockDeviceMappingTypeDef,
+        EbsBlockDeviceTypeDef,
+        FilterTypeDef,
+        InstanceNetworkInterfaceSpecificationTypeDef,
+        InstanceTypeDef,
+        RunInstancesRequestTypeDef,
+        TagSpecificationTypeDef,
+        TagTypeDef,
+    )
 
 __all__ = ["MANAGED_TAG", "RECORD_ID_TAG", "TASK_ID_TAG", "USER_ID_TAG", "Ec2Provider"]
 
@@ -113,7 +127,7 @@ class Ec2Provider:
     def __init__(
         self,
         settings: Ec2Settings,
-        client_factory: Callable[[str], Any],
+        client_factory: Callable[[str], EC2Client],
         deployment: str,
         cost_tags: Mapping[str, str] | None = None,
     ) -> None:
@@ -124,7 +138,7 @@ class Ec2Provider:
         # The image's root device name and size, per AMI (one DescribeImages each).
         self._root_devices: dict[str, tuple[str, int | None]] = {}
 
-    def _encrypted_root(self, client: Any) -> dict[str, Any]:
+    def _encrypted_root(self, client: EC2Client) -> BlockDeviceMappingTypeDef:
         """The image's root volume, encrypted (with the deployment's KMS key if it names one)
         and deleted with the instance."""
         ami = str(self._settings.ami_id)
@@ -140,11 +154,12 @@ class Ec2Provider:
             device = image.get("RootDeviceName") or "/dev/xvda"
             root = next(
                 (m for m in image.get("BlockDeviceMappings", []) if m.get("DeviceName") == device),
-                {},
+                None,
             )
-            self._root_devices[ami] = (device, root.get("Ebs", {}).get("VolumeSize"))
+            root_ebs = root.get("Ebs") if root is not None else None
+            self._root_devices[ami] = (device, root_ebs.get("VolumeSize") if root_ebs else None)
         device, size = self._root_devices[ami]
-        ebs: dict[str, Any] = {"Encrypted": True, "DeleteOnTermination": True}
+        ebs: EbsBlockDeviceTypeDef = {"Encrypted": True, "DeleteOnTermination": True}
         if size:
             ebs["VolumeSize"] = size  # the image's own size: restated, not changed
         if self._settings.kms_key_id:
@@ -169,9 +184,13 @@ class Ec2Provider:
         }
         if request.task_id:
             tags[TASK_ID_TAG] = request.task_id
-        tag_list = [{"Key": key, "Value": value} for key, value in tags.items()]
+        tag_list: list[TagTypeDef] = [{"Key": key, "Value": value} for key, value in tags.items()]
+        kinds: tuple[ResourceTypeType, ...] = ("instance", "volume", "network-interface")
+        tag_specifications: list[TagSpecificationTypeDef] = [
+            {"ResourceType": kind, "Tags": tag_list} for kind in kinds
+        ]
         client = self._client_for(request.region)
-        interface: dict[str, Any] = {
+        interface: InstanceNetworkInterfaceSpecificationTypeDef = {
             "DeviceIndex": 0,
             # Medical workloads: no public address unless the deployment asks for one.
             "AssociatePublicIpAddress": self._settings.public_ip,
@@ -181,9 +200,10 @@ class Ec2Provider:
             interface["SubnetId"] = self._settings.subnet_id
         if self._settings.security_group_ids:
             interface["Groups"] = list(self._settings.security_group_ids)
-        params: dict[str, Any] = {
+        params: RunInstancesRequestTypeDef = {
             "ImageId": self._settings.ami_id,
-            "InstanceType": request.instance_type,
+            # The catalog names EC2's own types; EC2 refuses one it does not know.
+            "InstanceType": cast("InstanceTypeType", request.instance_type),
             "MinCount": 1,
             "MaxCount": 1,
             "ClientToken": _client_token(request.record_id),
@@ -192,10 +212,7 @@ class Ec2Provider:
             "InstanceInitiatedShutdownBehavior": "terminate",
             "NetworkInterfaces": [interface],
             "BlockDeviceMappings": [self._encrypted_root(client)],
-            "TagSpecifications": [
-                {"ResourceType": kind, "Tags": tag_list}
-                for kind in ("instance", "volume", "network-interface")
-            ],
+            "TagSpecifications": tag_specifications,
         }
         if request.user_data:
             params["UserData"] = request.user_data  # boto3 base64-encodes it
@@ -221,7 +238,7 @@ class Ec2Provider:
 
     def find_for_record(self, record_id: str, region: str) -> CloudInstanceView | None:
         client = self._client_for(region)
-        filters = [
+        filters: list[FilterTypeDef] = [
             *self._managed_filters(),
             {"Name": f"tag:{RECORD_ID_TAG}", "Values": [record_id]},
             {"Name": "instance-state-name", "Values": _LIVE_STATES},
@@ -291,14 +308,16 @@ class Ec2Provider:
                 by_id[machine.resource_id] = machine
         return CloudSnapshot(managed=tuple(managed), by_id=by_id)
 
-    def _managed_filters(self) -> list[dict[str, Any]]:
+    def _managed_filters(self) -> list[FilterTypeDef]:
         return [
             {"Name": f"tag:{MANAGED_TAG}", "Values": ["true"]},
             {"Name": f"tag:{DEPLOYMENT_TAG}", "Values": [self._deployment]},
         ]
 
     @staticmethod
-    def _describe_all(client: Any, filters: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def _describe_all(
+        client: EC2Client, filters: list[FilterTypeDef]
+    ) -> Iterator[InstanceTypeDef]:
         with _translated("DescribeInstances"):
             pages = client.get_paginator("describe_instances").paginate(
                 Filters=filters, PaginationConfig={"PageSize": 1000}
@@ -308,7 +327,7 @@ class Ec2Provider:
                     yield from reservation.get("Instances", [])
 
     @staticmethod
-    def _machine(instance: dict[str, Any]) -> CloudMachine:
+    def _machine(instance: InstanceTypeDef) -> CloudMachine:
         tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
         state = _STATES.get(instance["State"]["Name"], CloudState.PENDING)
         gone_at = None
@@ -324,7 +343,7 @@ class Ec2Provider:
             gone_at=gone_at,
         )
 
-    def _view(self, client: Any, instance: dict[str, Any]) -> CloudInstanceView:
+    def _view(self, client: EC2Client, instance: InstanceTypeDef) -> CloudInstanceView:
         state = _STATES.get(instance["State"]["Name"], CloudState.PENDING)
         # Status checks only mean something for a running machine; skip the call otherwise.
         checks_passed = state is CloudState.RUNNING and self._checks_ok(
@@ -341,7 +360,7 @@ class Ec2Provider:
             launched_at=as_utc(instance.get("LaunchTime")),
         )
 
-    def _checks_ok(self, client: Any, instance_id: str) -> bool:
+    def _checks_ok(self, client: EC2Client, instance_id: str) -> bool:
         try:
             with _translated("DescribeInstanceStatus"):
                 statuses = client.describe_instance_status(

@@ -6,17 +6,25 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from azure.core.credentials import TokenCredential
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
-from azure.core.pipeline.transport import RequestsTransport
+from azure.core.pipeline.transport import HttpRequest, HttpResponse
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute import models as compute
 from azure.mgmt.network import NetworkManagementClient
 from azure.mgmt.network import models as network
 
 from chalicelib.settings import AzureSettings
+
+if TYPE_CHECKING:
+    # azure-core exports RequestsTransport through a module __getattr__, which type checkers
+    # see as Any; the class itself is typed where it is defined.
+    from azure.core.pipeline.transport._requests_basic import RequestsTransport
+else:
+    from azure.core.pipeline.transport import RequestsTransport
 
 PUBLIC_ARM_ENDPOINT = "https://management.azure.com"
 # One ARM call may be retried a few times inside one workflow step (whose Lambda has 60 s), on
@@ -29,7 +37,7 @@ MAX_RETRY_AFTER_SECONDS = 10
 CALL_TIMEOUT_SECONDS = 40
 
 
-class BoundedRetryPolicy(RetryPolicy):
+class BoundedRetryPolicy(RetryPolicy[HttpRequest, HttpResponse]):
     """azure-core's retry policy, except that a server asking for a longer wait than
     `max_retry_after` seconds gets its error back at once instead of a long in-process sleep."""
 
@@ -37,7 +45,9 @@ class BoundedRetryPolicy(RetryPolicy):
         super().__init__(**kwargs)
         self._max_retry_after = max_retry_after
 
-    def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
+    def is_retry(
+        self, settings: dict[str, Any], response: PipelineResponse[Any, Any]
+    ) -> bool:
         retry_after = self.get_retry_after(response)
         if retry_after is not None and retry_after > self._max_retry_after:
             return False
@@ -64,9 +74,9 @@ class ArmClients:
 
 def build_clients(
     settings: AzureSettings,
-    credential: Any,
+    credential: TokenCredential | None,
     sleep: Callable[[float], None],
-    transport_options: Mapping[str, Any],
+    transport_options: Mapping[str, object],
 ) -> ArmClients:
     if credential is None:
         # Managed identity in a deployment, a service principal from AZURE_CLIENT_ID/
@@ -100,17 +110,23 @@ def build_clients(
 def nic_parameters(
     location: str, subnet_id: str, tags: Mapping[str, str]
 ) -> network.NetworkInterface:
+    # The SDK's typed form: the body's `properties` spelled out (the flattened keywords are
+    # accepted at run time but not by its type hints); the JSON sent is the same.
     return network.NetworkInterface(
         location=location,
         tags=dict(tags),
-        ip_configurations=[
-            network.NetworkInterfaceIPConfiguration(
-                name="ipconfig1",
-                subnet=network.Subnet(id=subnet_id),
-                private_ip_allocation_method="Dynamic",
-                primary=True,
-            )
-        ],
+        properties=network.NetworkInterfacePropertiesFormat(
+            ip_configurations=[
+                network.NetworkInterfaceIPConfiguration(
+                    name="ipconfig1",
+                    properties=network.NetworkInterfaceIPConfigurationPropertiesFormat(
+                        subnet=network.Subnet(id=subnet_id),
+                        private_ip_allocation_method="Dynamic",
+                        primary=True,
+                    ),
+                )
+            ],
+        ),
     )
 
 
@@ -131,48 +147,57 @@ def vm_parameters(
     user_data: str | None = None,
 ) -> compute.VirtualMachine:
     user = str(settings.admin_username)
-    extra: dict[str, Any] = {}
+    identity = None
     if settings.agent_identity_id:
         # The agent's dead-man switch deletes its own VM with this identity (docs/agent.md).
-        extra["identity"] = compute.VirtualMachineIdentity(
+        identity = compute.VirtualMachineIdentity(
             type="UserAssigned",
             user_assigned_identities={
                 settings.agent_identity_id: compute.UserAssignedIdentitiesValue()
             },
         )
-    if settings.encryption_at_host:
-        extra["security_profile"] = compute.SecurityProfile(encryption_at_host=True)
+    security = (
+        compute.SecurityProfile(encryption_at_host=True) if settings.encryption_at_host else None
+    )
     return compute.VirtualMachine(
         location=str(settings.location),
         tags=dict(tags),
-        **extra,
-        hardware_profile=compute.HardwareProfile(vm_size=size),
-        storage_profile=compute.StorageProfile(
-            image_reference=image_reference(str(settings.image_reference)),
-            # The OS disk and the NIC go with the VM: one delete releases everything billed.
-            os_disk=compute.OSDisk(create_option="FromImage", delete_option="Delete"),
-        ),
-        os_profile=compute.OSProfile(
-            computer_name=vm_name,
-            admin_username=user,
-            # cloud-init reads customData: the agent, its configuration and its unit.
-            custom_data=base64.b64encode(user_data.encode()).decode() if user_data else None,
-            linux_configuration=compute.LinuxConfiguration(
-                disable_password_authentication=True,
-                ssh=compute.SshConfiguration(
-                    public_keys=[
-                        compute.SshPublicKey(
-                            path=f"/home/{user}/.ssh/authorized_keys",
-                            key_data=str(settings.ssh_public_key),
-                        )
-                    ]
-                ),
-                provision_vm_agent=True,
+        identity=identity,
+        properties=compute.VirtualMachineProperties(
+            hardware_profile=compute.HardwareProfile(vm_size=size),
+            storage_profile=compute.StorageProfile(
+                image_reference=image_reference(str(settings.image_reference)),
+                # The OS disk and the NIC go with the VM: one delete releases everything billed.
+                os_disk=compute.OSDisk(create_option="FromImage", delete_option="Delete"),
             ),
-        ),
-        network_profile=compute.NetworkProfile(
-            network_interfaces=[
-                compute.NetworkInterfaceReference(id=nic_id, primary=True, delete_option="Delete")
-            ]
+            os_profile=compute.OSProfile(
+                computer_name=vm_name,
+                admin_username=user,
+                # cloud-init reads customData: the agent, its configuration and its unit.
+                custom_data=base64.b64encode(user_data.encode()).decode() if user_data else None,
+                linux_configuration=compute.LinuxConfiguration(
+                    disable_password_authentication=True,
+                    ssh=compute.SshConfiguration(
+                        public_keys=[
+                            compute.SshPublicKey(
+                                path=f"/home/{user}/.ssh/authorized_keys",
+                                key_data=str(settings.ssh_public_key),
+                            )
+                        ]
+                    ),
+                    provision_vm_agent=True,
+                ),
+            ),
+            network_profile=compute.NetworkProfile(
+                network_interfaces=[
+                    compute.NetworkInterfaceReference(
+                        id=nic_id,
+                        properties=compute.NetworkInterfaceReferenceProperties(
+                            primary=True, delete_option="Delete"
+                        ),
+                    )
+                ]
+            ),
+            security_profile=security,
         ),
     )

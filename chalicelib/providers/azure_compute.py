@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from chalicelib.providers.base import (
     DEPLOYMENT_TAG,
@@ -32,6 +32,18 @@ from chalicelib.providers.base import (
     as_utc,
 )
 from chalicelib.settings import AzureSettings
+
+if TYPE_CHECKING:
+    # Types only: the SDK is imported on the first Azure call (chalicelib/providers/azure_arm.py).
+    from azure.core.credentials import TokenCredential
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.compute.models import (
+        InstanceViewStatus,
+        VirtualMachine,
+        VirtualMachineInstanceView,
+    )
+
+    from chalicelib.providers.azure_arm import ArmClients
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +84,9 @@ class AzureConnection:
     The local run and the tests pass a credential and transport options (a CA bundle) for
     the local fake, and a sleep that records instead of waiting."""
 
-    credential: Any = None
-    transport_options: Mapping[str, Any] = field(default_factory=dict)
+    credential: TokenCredential | None = None
+    # Keyword arguments of the requests transport (connection_verify: the fake's CA bundle).
+    transport_options: Mapping[str, object] = field(default_factory=dict)
     sleep: Callable[[float], None] = time.sleep
 
 
@@ -85,19 +98,19 @@ def resource_names(record_id: str) -> tuple[str, str]:
     return base, f"{base}-nic"
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     """An SDK field as plain text (some are str enums, whose str() is the member's name)."""
     return str(getattr(value, "value", value) or "")
 
 
-def _error_code(exc: Any) -> str | None:
-    error = getattr(exc, "error", None)
-    code = getattr(error, "code", None)
+def _error_code(exc: HttpResponseError) -> str | None:
+    error = exc.error
+    code = error.code if error is not None else None
     if code and code.lower() in _ERRORS_BY_CODE:
         return str(code)
     # ARM sometimes wraps the telling code in the details of a generic one.
-    for detail in getattr(error, "details", None) or []:
-        detail_code = getattr(detail, "code", None)
+    for detail in (error.details if error is not None else None) or []:
+        detail_code = detail.code
         if detail_code and detail_code.lower() in _ERRORS_BY_CODE:
             return str(detail_code)
     return str(code) if code else None
@@ -128,7 +141,7 @@ def _translated(action: str) -> Iterator[None]:
             error_class = _ERRORS_BY_CODE.get(code.lower(), CloudProviderError)
             if exc.status_code == 429:
                 error_class = CloudThrottlingError
-            message = getattr(getattr(exc, "error", None), "message", None) or exc.reason
+            message = (exc.error.message if exc.error is not None else None) or exc.reason
             # Azure's text names subscriptions and resource ids: logs only, the code travels.
             logger.warning("Azure %s failed (%s): %s", action, code, message)
             raise error_class(f"Azure {action} failed ({code})", cloud_code=code) from exc
@@ -141,14 +154,14 @@ def _translated(action: str) -> Iterator[None]:
         raise
 
 
-def _provisioning_failure(statuses: list[Any]) -> CloudProviderError:
+def _provisioning_failure(statuses: list[InstanceViewStatus]) -> CloudProviderError:
     """The error Azure recorded on a VM whose provisioning failed after it was accepted:
     a status `ProvisioningState/failed/<Code>` with the message, in the instance view."""
     for status in statuses:
-        code = _text(getattr(status, "code", None))
+        code = _text(status.code)
         if code.lower().startswith("provisioningstate/failed"):
             cloud_code = code.split("/", 2)[2] if code.count("/") >= 2 else "ProvisioningFailed"
-            message = getattr(status, "message", None) or getattr(status, "display_status", "")
+            message = status.message or status.display_status or ""
             logger.warning("Azure VM provisioning failed (%s): %s", cloud_code, message)
             error_class = _ERRORS_BY_CODE.get(cloud_code.lower(), CloudLaunchFailedError)
             if error_class is CloudThrottlingError:
@@ -162,11 +175,11 @@ def _provisioning_failure(statuses: list[Any]) -> CloudProviderError:
     )
 
 
-def _agent_ready(instance_view: Any) -> bool:
-    agent = getattr(instance_view, "vm_agent", None)
+def _agent_ready(instance_view: VirtualMachineInstanceView | None) -> bool:
+    agent = instance_view.vm_agent if instance_view is not None else None
     return any(
-        _text(getattr(status, "display_status", None)).lower() == "ready"
-        for status in (getattr(agent, "statuses", None) or [])
+        _text(status.display_status).lower() == "ready"
+        for status in ((agent.statuses if agent is not None else None) or [])
     )
 
 
@@ -185,7 +198,7 @@ class AzureComputeProvider:
         self._deployment = deployment
         self._cost_tags = dict(cost_tags or {})
         self._connection = connection or AzureConnection()
-        self._clients: Any = None
+        self._clients: ArmClients | None = None
         self._lock = threading.Lock()
 
     def launch(self, request: LaunchRequest) -> CloudInstanceView:
@@ -217,7 +230,8 @@ class AzureComputeProvider:
                 ),
                 polling=False,
             ).result()
-        nic_state = _text(nic.provisioning_state) or "unknown"
+        nic_state = _text(nic.properties.provisioning_state if nic.properties else None)
+        nic_state = nic_state or "unknown"
         if nic_state.lower() != "succeeded":
             # A VM must not reference a NIC still being set up; the workflow retries this class
             # with backoff, and the retry re-PUTs the same NIC.
@@ -298,13 +312,14 @@ class AzureComputeProvider:
         listed = {m.resource_id: m for m in managed}
         return CloudSnapshot(managed=managed, by_id={**listed, **found})
 
-    def _is_managed(self, vm: Any) -> bool:
-        tags = dict(getattr(vm, "tags", None) or {})
+    def _is_managed(self, vm: VirtualMachine) -> bool:
+        tags = vm.tags or {}
         return tags.get(MANAGED_TAG) == "true" and tags.get(DEPLOYMENT_TAG) == self._deployment
 
     @staticmethod
-    def _machine(vm: Any) -> CloudMachine:
-        provisioning = _text(vm.provisioning_state).lower()
+    def _machine(vm: VirtualMachine) -> CloudMachine:
+        properties = vm.properties
+        provisioning = _text(properties.provisioning_state if properties else None).lower()
         state = {
             "deleting": CloudState.TERMINATING,
             "failed": CloudState.FAILED,
@@ -313,13 +328,13 @@ class AzureComputeProvider:
         return CloudMachine(
             resource_id=str(vm.id),
             state=state,
-            record_id=dict(getattr(vm, "tags", None) or {}).get(RECORD_ID_TAG),
-            launched_at=as_utc(getattr(vm, "time_created", None)),
+            record_id=(vm.tags or {}).get(RECORD_ID_TAG),
+            launched_at=as_utc(properties.time_created if properties else None),
         )
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _arm(self) -> Any:
+    def _arm(self) -> ArmClients:
         with self._lock:
             if self._clients is None:
                 from chalicelib.providers import azure_arm
@@ -339,7 +354,7 @@ class AzureComputeProvider:
             return parts[3], parts[7]
         return str(self._settings.resource_group), resource_id
 
-    def _get_vm(self, group: str, name: str) -> Any | None:
+    def _get_vm(self, group: str, name: str) -> VirtualMachine | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         with _translated("VM read"):
@@ -348,15 +363,16 @@ class AzureComputeProvider:
             except ResourceNotFoundError:
                 return None  # the VM, or its whole resource group, is gone
 
-    def _view(self, vm: Any) -> CloudInstanceView:
-        provisioning = _text(vm.provisioning_state).lower()
-        instance_view = vm.instance_view
-        statuses = list(getattr(instance_view, "statuses", None) or [])
+    def _view(self, vm: VirtualMachine) -> CloudInstanceView:
+        properties = vm.properties
+        provisioning = _text(properties.provisioning_state if properties else None).lower()
+        instance_view = properties.instance_view if properties else None
+        statuses = list((instance_view.statuses if instance_view else None) or [])
         power = next(
             (
                 _text(s.code).split("/", 1)[1].lower()
                 for s in statuses
-                if _text(getattr(s, "code", None)).startswith("PowerState/")
+                if _text(s.code).startswith("PowerState/")
             ),
             None,
         )
@@ -385,25 +401,33 @@ class AzureComputeProvider:
             public_ip=None,  # the service attaches no public IP: the subnet decides reachability
             detail=detail,
             failure=failure,
-            launched_at=as_utc(getattr(vm, "time_created", None)),
+            launched_at=as_utc(properties.time_created if properties else None),
         )
 
-    def _private_ip(self, vm: Any) -> str | None:
+    def _private_ip(self, vm: VirtualMachine) -> str | None:
         from azure.core.exceptions import ResourceNotFoundError
 
-        references = list(getattr(vm.network_profile, "network_interfaces", None) or [])
+        network_profile = vm.properties.network_profile if vm.properties else None
+        references = list((network_profile.network_interfaces if network_profile else None) or [])
         if not references:
             return None
-        reference = next((r for r in references if r.primary), references[0])
+        reference = next(
+            (r for r in references if r.properties and r.properties.primary), references[0]
+        )
         group, name = self._locate(str(reference.id))  # same shape as a VM id
         with _translated("network interface read"):
             try:
                 nic = self._arm().network.network_interfaces.get(group, name)
             except ResourceNotFoundError:
                 return None
-        configs = list(nic.ip_configurations or [])
-        primary = next((c for c in configs if c.primary), configs[0] if configs else None)
-        return primary.private_ip_address if primary is not None else None
+        configs = list((nic.properties.ip_configurations if nic.properties else None) or [])
+        primary = next(
+            (c for c in configs if c.properties and c.properties.primary),
+            configs[0] if configs else None,
+        )
+        if primary is None or primary.properties is None:
+            return None
+        return primary.properties.private_ip_address
 
     def _delete_nic_quietly(self, group: str, nic_name: str) -> None:
         try:

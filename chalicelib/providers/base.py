@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 # Re-exported: the adapters speak the domain's words for what a cloud reports.
 from chalicelib.domain.cloud import CloudMachine as CloudMachine
@@ -119,7 +119,7 @@ class CloudLaunchFailedError(CloudProviderError):
     code = "cloud_launch_failed"
 
 
-def as_utc(moment: Any) -> datetime | None:
+def as_utc(moment: object) -> datetime | None:
     """A time an SDK reports (a datetime, naive or not, or ISO 8601 text) in UTC; None if absent."""
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))

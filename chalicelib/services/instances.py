@@ -201,7 +201,7 @@ class InstanceService:
         cursor: str | None,
         user_id: str | None = None,
     ) -> Page:
-        owner = caller.user_id
+        owner: str | None = caller.user_id
         if caller.is_admin:
             owner = user_id  # operators see everyone unless they narrow to one user
         elif user_id is not None and user_id != caller.user_id:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from chalicelib.domain.events import Event
 from chalicelib.providers.base import CloudProvider
@@ -24,7 +24,7 @@ class WorkflowStarter(Protocol):
         """The id (ARN) the execution called `execution_name` has once started."""
         ...
 
-    def start(self, execution_name: str, execution_input: dict[str, Any]) -> str:
+    def start(self, execution_name: str, execution_input: Mapping[str, object]) -> str:
         """Start the lifecycle workflow; returns the execution id (ARN)."""
         ...
 

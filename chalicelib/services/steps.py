@@ -8,13 +8,18 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypedDict
 
 from chalicelib.domain.agent import AgentPolicy, gpu_mismatch, new_agent_secret
 from chalicelib.domain.errors import ConcurrentUpdateError, InstanceNotFoundError
 from chalicelib.domain.instance import Instance
 from chalicelib.domain.states import InstanceStatus
-from chalicelib.providers.base import CloudLaunchFailedError, CloudState, LaunchRequest
+from chalicelib.providers.base import (
+    CloudInstanceView,
+    CloudLaunchFailedError,
+    CloudState,
+    LaunchRequest,
+)
 from chalicelib.services.agent import deadman_for
 from chalicelib.services.agent_bootstrap import agent_config, user_data
 from chalicelib.services.lifecycle import Lifecycle
@@ -24,7 +29,37 @@ StopMethods = Callable[[str], dict[str, Any]]
 
 logger = logging.getLogger(__name__)
 
-WorkflowState = dict[str, Any]
+
+
+class StepError(TypedDict, total=False):
+    """What a Catch puts at `$.error`: the error's name (the exception class, or a `States.*`
+    name of Step Functions) and its cause (for a Lambda error, the JSON of the exception)."""
+
+    Error: str
+    Cause: str
+
+
+class WorkflowState(TypedDict, total=False):
+    """The lifecycle workflow's state: its input (chalicelib/services/instances.py starts it)
+    and what each step adds for the workflow's Choice states and the next step."""
+
+    instanceId: str
+    pollSeconds: int
+    maxChecks: int
+    agentTimeoutSeconds: int
+    attempt: int
+    stopped: bool  # the instance left the launch (stopped or failed meanwhile)
+    running: bool
+    privateIp: str | None
+    publicIp: str | None
+    checksPassed: bool
+    agentReady: bool
+    ready: bool
+    error: StepError  # set by a Catch, read by RecordError
+    failed: bool
+    reason: str
+
+
 RELEASE_RACE_ATTEMPTS = 5
 
 
@@ -196,7 +231,7 @@ class LifecycleSteps:
     def record_error(self, state: WorkflowState) -> WorkflowState:
         """The Catch target: the record goes to ERROR with the reason, its machine released."""
         instance = self._load(state)
-        error = state.get("error") or {}
+        error: StepError = state.get("error") or {}
         # The raw error (the cloud's or DynamoDB's own words) is for operators: logged here
         # and kept in the execution's history, never shown on the record.
         logger.error("lifecycle of %s failed: %s", instance.id, error)
@@ -218,7 +253,7 @@ class LifecycleSteps:
             raise InstanceNotFoundError(f"No instance record {state['instanceId']!r}.")
         return instance
 
-    def _describe(self, instance: Instance) -> Any:
+    def _describe(self, instance: Instance) -> CloudInstanceView:
         assert instance.cloud_resource_id is not None
         provider = self.lifecycle.providers.get(instance.provider)
         return provider.describe(instance.cloud_resource_id, instance.region)
@@ -262,7 +297,7 @@ _DEFAULT_REASON = ("internal_error", "the service failed while it started the in
 _CLOUD_CODE = re.compile(r"\(([A-Za-z][A-Za-z0-9.]{1,63})\)\s*$")
 
 
-def failure_reason(error: dict[str, Any]) -> str:
+def failure_reason(error: StepError) -> str:
     """A reason a user may read, from a Step Functions error object {Error, Cause}: a stable
     code, a sentence of ours and, for a cloud error, the cloud's error code; never the cause's
     text (AWS and Azure messages carry ARNs, table names and account ids)."""

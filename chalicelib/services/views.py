@@ -17,7 +17,7 @@ def iso(moment: datetime | None) -> str | None:
 
 def instance_view(instance: Instance, now: datetime) -> dict[str, Any]:
     """The record as callers see it, with its cost computed up to `now`."""
-    cost_until = instance.billing_ended_at or now
+    cost_until: datetime | None = instance.billing_ended_at or now
     if instance.launched_at is None:
         cost_until = None
     return {

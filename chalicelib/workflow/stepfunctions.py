@@ -4,9 +4,13 @@ each Task) and the starter that begins an execution of one."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions.client import SFNClient
 
 _HERE = Path(__file__).parent
 
@@ -51,7 +55,7 @@ WORKFLOWS = (LIFECYCLE, RELEASE)
 
 
 class StepFunctionsWorkflowStarter:
-    def __init__(self, client: Any, state_machine_arn: str) -> None:
+    def __init__(self, client: SFNClient, state_machine_arn: str) -> None:
         self._client = client
         self._state_machine_arn = state_machine_arn
 
@@ -61,7 +65,7 @@ class StepFunctionsWorkflowStarter:
         prefix, _, machine = self._state_machine_arn.rpartition(":stateMachine:")
         return f"{prefix}:execution:{machine}:{execution_name}"
 
-    def start(self, execution_name: str, execution_input: dict[str, Any]) -> str:
+    def start(self, execution_name: str, execution_input: Mapping[str, object]) -> str:
         response = self._client.start_execution(
             stateMachineArn=self._state_machine_arn,
             name=execution_name,
