@@ -60,7 +60,8 @@ class Container:
         return load_catalog()
 
     @cached_property
-    def repository(self) -> Any:
+    def records(self) -> Any:
+        """The DynamoDB repository itself (without the quota release of `repository`)."""
         from chalicelib.persistence.dynamodb import (
             DynamoDbInstanceRepository,
             configure_instance_model,
@@ -68,6 +69,20 @@ class Container:
 
         configure_instance_model(self.settings.table_name, self.settings.region)
         return DynamoDbInstanceRepository(self.settings.policy)
+
+    @cached_property
+    def repository(self) -> Any:
+        from chalicelib.services.quotas import UsageReleasingRepository
+
+        return UsageReleasingRepository(self.records, self.quotas)
+
+    @cached_property
+    def quotas(self) -> Any:
+        from chalicelib.persistence.usage import DynamoDbUsage
+        from chalicelib.services.quotas import QuotaService
+
+        store = DynamoDbUsage(self.settings.control_table_name, self.aws_client("dynamodb"))
+        return QuotaService(store, self.records, self.clock, self.settings.limits)
 
     @cached_property
     def providers(self) -> Any:
@@ -177,6 +192,7 @@ class Container:
                 max_checks=self.settings.release_max_checks,
             ),
             self.settings.default_lifetime_minutes,
+            self.quotas,
         )
 
     @cached_property
@@ -206,7 +222,7 @@ class Container:
     def reaper(self) -> Any:
         from chalicelib.services.reaper import Reaper
 
-        return Reaper(self.lifecycle, self.settings.policy, self.leases)
+        return Reaper(self.lifecycle, self.settings.policy, self.leases, self.quotas)
 
     @cached_property
     def release_steps(self) -> Any:

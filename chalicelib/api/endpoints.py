@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+from decimal import Decimal
 from typing import Any
 
 import pydantic
@@ -17,6 +18,7 @@ from chalicelib.api.errors import validation_error
 from chalicelib.api.identity import caller_from
 from chalicelib.api.requests import (
     INSTANCE_ID_PATTERN,
+    USER_ID_PATTERN,
     ActivityBody,
     AgentHeartbeatBody,
     AgentReadyBody,
@@ -27,6 +29,7 @@ from chalicelib.api.requests import (
     NoQuery,
     ProvisionBody,
     ProvisionByRequirement,
+    UserLimitsBody,
 )
 from chalicelib.bootstrap import Container
 from chalicelib.domain.agent import GpuFound, GpuReport, GpuSample, Heartbeat
@@ -42,8 +45,10 @@ from chalicelib.domain.errors import (
     ValidationError,
 )
 from chalicelib.domain.identity import Caller
+from chalicelib.domain.limits import LIMIT_NAMES, budget_spent_share
 from chalicelib.services.agent import AgentInstructions
 from chalicelib.services.instances import ProvisionRequest
+from chalicelib.services.quotas import LimitsReport
 from chalicelib.services.views import instance_view, iso
 
 _INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
@@ -215,6 +220,25 @@ class Endpoints:
             )
         return cost_report_view(report)
 
+    def user_limits(self, request: Request, user_id: str) -> dict[str, Any]:
+        caller = self._caller(request)
+        _parse(NoQuery, _query(request), "query string")
+        return limits_view(self.container.quotas.report(caller, _checked_user(user_id)))
+
+    def set_user_limits(self, request: Request, user_id: str) -> dict[str, Any]:
+        caller = self._caller(request)
+        _parse(NoQuery, _query(request), "query string")
+        body = _parse(UserLimitsBody, _json_body(request), "request body")
+        given = body.model_fields_set
+        overrides: dict[str, Any] = {}
+        for api_name, field_name in API_LIMIT_FIELDS.items():
+            if api_name in given:
+                value = getattr(body, api_name)
+                is_money = field_name in ("max_burn_rate", "monthly_budget")
+                overrides[field_name] = Decimal(value) if is_money and value else value
+        report = self.container.quotas.set_limits(caller, _checked_user(user_id), overrides)
+        return limits_view(report)
+
     def instance_types(self, request: Request) -> dict[str, Any]:
         self._caller(request)
         params = _parse(InstanceTypesQuery, _query(request), "query string")
@@ -315,6 +339,48 @@ def wants_csv(headers: Any) -> bool:
         if media in ("text/csv", "application/json", "*/*") and quality > best[0]:
             best = (quality, media)
     return best[1] == "text/csv"
+
+
+API_LIMIT_FIELDS = {api: name for name, api in LIMIT_NAMES.items()}
+
+
+def limits_view(report: LimitsReport) -> dict[str, Any]:
+    limits, usage = report.limits, report.usage
+    share = budget_spent_share(limits, report.month_to_date)
+    return {
+        "userId": report.user_id,
+        "limits": {
+            "maxLiveInstances": limits.max_live_instances,
+            "maxLiveGpus": limits.max_live_gpus,
+            "maxBurnRateUsdPerHour": _money(limits.max_burn_rate),
+            "monthlyBudgetUsd": _money(limits.monthly_budget),
+            "budgetAction": limits.budget_action,
+        },
+        "defaulted": sorted(LIMIT_NAMES[name] for name in report.defaulted),
+        "usage": {
+            "liveInstances": usage.live_instances,
+            "liveGpus": usage.live_gpus,
+            "burnRateUsdPerHour": str(usage.burn_rate),
+            "month": report.month,
+            "monthToDateUsd": str(report.month_to_date),
+            "budgetSpentPercent": (
+                None if share is None else str((share * 100).quantize(Decimal("0.1")))
+            ),
+        },
+    }
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _checked_user(user_id: str) -> str:
+    if not re.match(USER_ID_PATTERN, user_id):
+        raise ValidationError(
+            f"{user_id!r} is not a user id.",
+            fields=[{"field": "userId", "problem": "malformed", "allowed": USER_ID_PATTERN}],
+        )
+    return user_id
 
 
 def offer_view(offer: Offer) -> dict[str, Any]:

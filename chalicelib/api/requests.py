@@ -144,6 +144,37 @@ class LimitsBody(BaseModel):
     )
 
 
+MONEY_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,6})?$"
+
+
+class UserLimitsBody(BaseModel):
+    """A user's own limits (operators only). Each field is optional: absent, the deployment's
+    default applies; null, there is no such limit. The PUT replaces the earlier values."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True,
+        json_schema_extra={"examples": [{"maxLiveInstances": 1, "monthlyBudgetUsd": "250",
+                                         "budgetAction": "refuse"}]},
+    )
+
+    maxLiveInstances: int | None = Field(default=None, ge=0, le=10_000)
+    maxLiveGpus: int | None = Field(default=None, ge=0, le=100_000)
+    maxBurnRateUsdPerHour: str | None = Field(
+        default=None, pattern=MONEY_PATTERN,
+        description="The most the user's live instances may cost an hour together (USD).",
+    )
+    monthlyBudgetUsd: str | None = Field(
+        default=None, pattern=MONEY_PATTERN,
+        description="Spend per UTC calendar month (USD): a Budget Warning at 80%, the "
+        "`budgetAction` at 100%.",
+    )
+    budgetAction: Literal["warn", "refuse", "stop"] = Field(
+        default="warn",
+        description="At 100% of the budget: only warn, refuse new instances, or also stop "
+        "the live ones.",
+    )
+
+
 class ActivityBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from chalicelib.domain.costs import CostReport, check_window, cost_report
 from chalicelib.domain.errors import ValidationError
@@ -44,3 +45,13 @@ class CostService:
         check_window(start, end)
         records = self.repository.billed_between(start, end, owner)
         return cost_report(records, start, end, group_by, now)
+
+
+def month_to_date_spend(repository: InstanceRepository, user_id: str, now: datetime) -> Decimal:
+    """What the user's instances billed in the current UTC month up to `now` (live ones to
+    now), by the cost report's arithmetic."""
+    start = month_start(now)
+    if now <= start:
+        return Decimal("0")
+    records = repository.billed_between(start, now, user_id)
+    return cost_report(records, start, now, "user", now).total

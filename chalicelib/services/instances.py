@@ -28,6 +28,7 @@ from chalicelib.domain.stats import FleetStats, summarize
 from chalicelib.persistence.repository import InstanceRepository, ListQuery, Page
 from chalicelib.services.lifecycle import Lifecycle
 from chalicelib.services.ports import WorkflowStarter
+from chalicelib.services.quotas import QuotaService
 from chalicelib.services.release import release_execution_name
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,9 @@ class InstanceService:
         release_workflow: WorkflowStarter,
         release_timing: WorkflowTiming,
         default_lifetime_minutes: int = DEFAULT_LIFETIME_MINUTES,
+        quotas: QuotaService | None = None,
     ) -> None:
+        self.quotas = quotas
         self.default_lifetime_minutes = default_lifetime_minutes
         self.lifecycle = lifecycle
         self.repository: InstanceRepository = lifecycle.repository
@@ -146,7 +149,14 @@ class InstanceService:
             status_history=(StatusChange(InstanceStatus.PROVISIONING, now),),
         )
         instance = replace(instance, execution_id=self.workflow.execution_id(instance.id))
-        stored = self.repository.add(instance)
+        if self.quotas is not None:
+            self.quotas.reserve(instance)  # raises, holding nothing, past a limit
+        try:
+            stored = self.repository.add(instance)
+        except Exception:
+            if self.quotas is not None:
+                self.quotas.release(instance)
+            raise
         self.lifecycle.announce(stored)
         try:
             self.workflow.start(

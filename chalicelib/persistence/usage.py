@@ -1,0 +1,177 @@
+"""Per-user limits and usage in the control table, with DynamoDB's own client (its numbers
+are exact decimals; PynamoDB's NumberAttribute would go through float).
+
+Items, keyed by pk `user#<id>`:
+- sk `limits`: the operator's overrides of the default limits, as JSON;
+- sk `usage`: what the user's live instances hold (`instances`, `gpus`, `burn` in USD/h)
+  and `holders`, the ids holding it. A reservation is one conditional UpdateItem that adds
+  the instance only if the sums stay within the limits, so concurrent requests cannot
+  together pass a limit; releasing is the reverse, once per id;
+- sk `budget-warning#<YYYY-MM>`: written once when a month's Budget Warning went out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.domain.errors import StoreUnavailableError
+from chalicelib.domain.limits import Limits, Usage
+from chalicelib.persistence.dynamodb import CONDITIONAL_CHECK_FAILED, TRANSIENT_CODES
+
+logger = logging.getLogger(__name__)
+# A warning marker outlives its month, then DynamoDB's TTL drops it.
+WARNING_MARKER_TTL = timedelta(days=62)
+
+
+def _pk(user_id: str) -> dict[str, str]:
+    return {"S": f"user#{user_id}"}
+
+
+def _number(item: dict[str, Any], name: str) -> Decimal:
+    value = item.get(name)
+    return Decimal(value["N"]) if value else Decimal("0")
+
+
+class DynamoDbUsage:
+    def __init__(self, table_name: str, client: Any) -> None:
+        self.table = table_name
+        self.client = client
+
+    # -- limits -------------------------------------------------------------------------
+
+    def overrides(self, user_id: str) -> dict[str, Any]:
+        """The user's own limits by field name (a None value: explicitly no limit)."""
+        item = self._get(user_id, "limits")
+        if not item:
+            return {}
+        raw = json.loads(item["limits"]["S"])
+        return {
+            name: (Decimal(v) if name in ("max_burn_rate", "monthly_budget") and v is not None
+                   else v)
+            for name, v in raw.items()
+        }
+
+    def set_overrides(self, user_id: str, overrides: dict[str, Any]) -> None:
+        document = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in overrides.items()}
+        self._call("put_item", TableName=self.table, Item={
+            "pk": _pk(user_id), "sk": {"S": "limits"},
+            "limits": {"S": json.dumps(document, sort_keys=True)},
+        })
+
+    # -- usage --------------------------------------------------------------------------
+
+    def usage(self, user_id: str) -> tuple[Usage, frozenset[str]]:
+        item = self._get(user_id, "usage") or {}
+        usage = Usage(
+            int(_number(item, "instances")), int(_number(item, "gpus")), _number(item, "burn")
+        )
+        return usage, frozenset(item.get("holders", {}).get("SS", []))
+
+    def reserve(
+        self, user_id: str, instance_id: str, gpus: int, hourly_usd: Decimal, limits: Limits
+    ) -> bool:
+        """Add the instance to the user's usage if the sums stay within `limits` (checked by
+        DynamoDB in the same write); False if they would not. Reserving twice is a no-op."""
+        conditions = ["NOT contains(holders, :id)"]
+        values: dict[str, Any] = {
+            ":one": {"N": "1"}, ":g": {"N": str(gpus)}, ":h": {"N": str(hourly_usd)},
+            ":ids": {"SS": [instance_id]}, ":id": {"S": instance_id},
+        }
+        for attribute, limit, adds in (
+            ("instances", limits.max_live_instances, 1),
+            ("gpus", limits.max_live_gpus, gpus),
+            ("burn", limits.max_burn_rate, hourly_usd),
+        ):
+            if limit is not None:
+                conditions.append(
+                    f"(attribute_not_exists({attribute}) OR {attribute} <= :max_{attribute})"
+                )
+                values[f":max_{attribute}"] = {"N": str(limit - adds)}
+        try:
+            self._call(
+                "update_item", TableName=self.table,
+                Key={"pk": _pk(user_id), "sk": {"S": "usage"}},
+                UpdateExpression="ADD instances :one, gpus :g, burn :h, holders :ids",
+                ConditionExpression=" AND ".join(conditions),
+                ExpressionAttributeValues=values,
+            )
+        except _ConditionFailed:
+            _, holders = self.usage(user_id)
+            return instance_id in holders
+        return True
+
+    def release(self, user_id: str, instance_id: str, gpus: int, hourly_usd: Decimal) -> bool:
+        """Take a finished instance out of the usage; False if it held none (already
+        released, or provisioned before quotas existed)."""
+        try:
+            self._call(
+                "update_item", TableName=self.table,
+                Key={"pk": _pk(user_id), "sk": {"S": "usage"}},
+                UpdateExpression="ADD instances :minus, gpus :g, burn :h DELETE holders :ids",
+                ConditionExpression="contains(holders, :id)",
+                ExpressionAttributeValues={
+                    ":minus": {"N": "-1"}, ":g": {"N": str(-gpus)},
+                    ":h": {"N": str(-hourly_usd)}, ":ids": {"SS": [instance_id]},
+                    ":id": {"S": instance_id},
+                },
+            )
+        except _ConditionFailed:
+            return False
+        return True
+
+    # -- budget warnings ----------------------------------------------------------------
+
+    def mark_warned(self, user_id: str, month: str, now: datetime) -> bool:
+        """True the first time for this user and month (the warning is then sent)."""
+        try:
+            self._call(
+                "put_item", TableName=self.table,
+                Item={
+                    "pk": _pk(user_id), "sk": {"S": f"budget-warning#{month}"},
+                    "expiration": {"N": str(int((now + WARNING_MARKER_TTL).timestamp()))},
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except _ConditionFailed:
+            return False
+        return True
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _get(self, user_id: str, sort_key: str) -> dict[str, Any] | None:
+        answer = self._call(
+            "get_item", TableName=self.table,
+            Key={"pk": _pk(user_id), "sk": {"S": sort_key}}, ConsistentRead=True,
+        )
+        item: dict[str, Any] | None = answer.get("Item")
+        return item
+
+    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        try:
+            answer: dict[str, Any] = getattr(self.client, operation)(**params)
+            return answer
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code == CONDITIONAL_CHECK_FAILED:
+                raise _ConditionFailed from error
+            if code in TRANSIENT_CODES:
+                logger.warning("control table call %s failed (%s)", operation, code)
+                raise StoreUnavailableError(
+                    f"The record store is unavailable ({code}); try again."
+                ) from error
+            raise
+        except BotoCoreError as error:
+            logger.warning("control table call %s failed: %s", operation, error)
+            raise StoreUnavailableError(
+                "The record store is unavailable (no connection); try again."
+            ) from error
+
+
+class _ConditionFailed(Exception):
+    """DynamoDB refused a conditional write."""
