@@ -1,4 +1,4 @@
-"""The DynamoDB adapter of the repository: a PynamoDB model, its four GSIs, and the mapping."""
+"""The DynamoDB adapter of the repository: a PynamoDB model, its five GSIs, and the mapping."""
 
 from __future__ import annotations
 
@@ -95,6 +95,18 @@ class TaskIndex(GlobalSecondaryIndex["InstanceModel"]):
         projection = AllProjection()
 
     task_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class UserStatusIndex(GlobalSecondaryIndex["InstanceModel"]):
+    """A user's instances in one status, newest first (`user_status` is `<user>#<status>`):
+    a status-filtered list reads only the matching records, not the user's history."""
+
+    class Meta:
+        index_name = "by-user-status"
+        projection = AllProjection()
+
+    user_status = UnicodeAttribute(hash_key=True)
     created_at = UTCDateTimeAttribute(range_key=True)
 
 
@@ -212,12 +224,14 @@ class InstanceModel(Model):
     live_status = UnicodeAttribute(null=True)
     due_at = UTCDateTimeAttribute(null=True)
     billing_bucket = UnicodeAttribute(null=True)
+    user_status = UnicodeAttribute(null=True)
     version = VersionAttribute()
 
     user_index = UserIndex()
     task_index = TaskIndex()
     live_index = LiveIndex()
     billing_month_index = BillingMonthIndex()
+    user_status_index = UserStatusIndex()
 
 
 def configure_instance_model(table_name: str, region: str, host: str | None = None) -> None:
@@ -229,7 +243,7 @@ def configure_instance_model(table_name: str, region: str, host: str | None = No
     InstanceModel._connection = None
     for index in (
         InstanceModel.user_index, InstanceModel.task_index, InstanceModel.live_index,
-        InstanceModel.billing_month_index,
+        InstanceModel.billing_month_index, InstanceModel.user_status_index,
     ):
         index._connection = None  # type: ignore[attr-defined]
 
@@ -297,6 +311,7 @@ def _to_model(instance: Instance, policy: LifecyclePolicy) -> InstanceModel:
         live_status=instance.status.value if live else None,
         due_at=instance.due_at(policy) if live else None,
         billing_bucket=billing_bucket(instance),
+        user_status=f"{instance.user_id}#{instance.status.value}",
     )
     if instance.version is not None:
         model.version = instance.version
@@ -507,22 +522,31 @@ class DynamoDbInstanceRepository:
 
     @transient_store_errors
     def list(self, query: ListQuery) -> Page:
+        """Each filter reads only the matching records: a user's status through by-user-status,
+        a task through by-task (the task's records, narrowed to the user and the status),
+        a user's whole listing through by-user."""
         filters = []
-        if query.status is not None:
-            filters.append(InstanceModel.status == query.status.value)
-        if query.user_id is not None:
-            # A user's listing always walks their own partition, even with a task filter, so
-            # a cursor (DynamoDB's last evaluated key) can only ever name their own records.
-            if query.task_id is not None:
-                filters.append(InstanceModel.task_id == query.task_id)
-            hash_key = ("user_id", query.user_id)
-            index: Any = InstanceModel.user_index
-            keys = {"id", "user_id", "created_at"}
-        elif query.task_id is not None:
+        if query.task_id is not None:
+            # The task's partition; a cursor names a key in it, and the user filter keeps
+            # a user's page (and so their cursor) to their own records.
+            if query.user_id is not None:
+                filters.append(InstanceModel.user_id == query.user_id)
+            if query.status is not None:
+                filters.append(InstanceModel.status == query.status.value)
             hash_key = ("task_id", query.task_id)
-            index = InstanceModel.task_index
+            index: Any = InstanceModel.task_index
             keys = {"id", "task_id", "created_at"}
+        elif query.user_id is not None and query.status is not None:
+            hash_key = ("user_status", f"{query.user_id}#{query.status.value}")
+            index = InstanceModel.user_status_index
+            keys = {"id", "user_status", "created_at"}
+        elif query.user_id is not None:
+            hash_key = ("user_id", query.user_id)
+            index = InstanceModel.user_index
+            keys = {"id", "user_id", "created_at"}
         else:
+            if query.status is not None:
+                filters.append(InstanceModel.status == query.status.value)
             return self._scan(query, filters)
         condition = _and(filters)
         start = decode_cursor(query, keys, hash_key) if query.cursor else None

@@ -1,17 +1,24 @@
 """Per-user limits and usage in the control table, with DynamoDB's own client (its numbers
 are exact decimals; PynamoDB's NumberAttribute would go through float).
 
-Items, keyed by pk `user#<id>`:
-- sk `limits`: the operator's overrides of the default limits, as JSON;
-- sk `usage`: what the user's live instances hold (`instances`, `gpus`, `burn` in USD/h)
-  and `holders`, the ids holding it. A reservation is one conditional UpdateItem that adds
-  the instance only if the sums stay within the limits, so concurrent requests cannot
-  together pass a limit; releasing is the reverse, once per id;
-- sk `budget-warning#<YYYY-MM>`: written once when a month's Budget Warning went out.
+Items:
+- pk `user#<id>`, sk `limits`: the operator's overrides of the default limits, as JSON;
+- pk `user#<id>`, sk `budget-warning#<YYYY-MM>`: written once when that month's Budget
+  Warning went out;
+- pk `usage`, sk `user#<id>`: what the user's live instances hold (`instances`, `gpus`,
+  `burn` in USD/h) and `holders`, the ids holding it; and the totals of the user's finished
+  instances (`finished#<status>`, `finished-provider#<provider>`, `finished_cost`,
+  `launched-hourly#<billing rule>`, `first_launch`), which the stats read instead of the
+  history. A reservation is one conditional UpdateItem that adds the instance only if the
+  sums stay within the limits, so concurrent requests cannot together pass a limit;
+  releasing is the reverse, once per id, in the same write that adds the instance to the
+  finished totals (so each finished instance is counted exactly once). One partition holds
+  every user's usage item: an operator's stats read them with one Query.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from datetime import datetime, timedelta
@@ -22,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.domain.errors import StoreUnavailableError
 from chalicelib.domain.limits import Limits, Usage
+from chalicelib.domain.stats import FinishedShare, FinishedTotals
 from chalicelib.persistence.dynamodb import CONDITIONAL_CHECK_FAILED, TRANSIENT_CODES
 
 logger = logging.getLogger(__name__)
@@ -31,6 +39,13 @@ WARNING_MARKER_TTL = timedelta(days=62)
 
 def _pk(user_id: str) -> dict[str, str]:
     return {"S": f"user#{user_id}"}
+
+
+USAGE_PK = {"S": "usage"}
+
+
+def _usage_key(user_id: str) -> dict[str, dict[str, str]]:
+    return {"pk": USAGE_PK, "sk": {"S": f"user#{user_id}"}}
 
 
 def _number(item: dict[str, Any], name: str) -> Decimal:
@@ -67,11 +82,35 @@ class DynamoDbUsage:
     # -- usage --------------------------------------------------------------------------
 
     def usage(self, user_id: str) -> tuple[Usage, frozenset[str]]:
-        item = self._get(user_id, "usage") or {}
-        usage = Usage(
-            int(_number(item, "instances")), int(_number(item, "gpus")), _number(item, "burn")
+        answer = self._call(
+            "get_item", TableName=self.table, Key=_usage_key(user_id), ConsistentRead=True
         )
-        return usage, frozenset(item.get("holders", {}).get("SS", []))
+        item = answer.get("Item") or {}
+        return _usage_of(item), frozenset(item.get("holders", {}).get("SS", []))
+
+    def finished_totals(self, user_id: str | None) -> FinishedTotals:
+        """The totals of the finished instances of one user, or (None) of every user: one
+        item, or one Query of the usage partition (an item per user, not per record)."""
+        if user_id is not None:
+            answer = self._call(
+                "get_item", TableName=self.table, Key=_usage_key(user_id), ConsistentRead=True
+            )
+            return _totals_of(answer.get("Item") or {})
+        totals = FinishedTotals()
+        start: dict[str, Any] | None = None
+        while True:
+            params: dict[str, Any] = {
+                "TableName": self.table, "KeyConditionExpression": "pk = :pk",
+                "ExpressionAttributeValues": {":pk": USAGE_PK}, "ConsistentRead": True,
+            }
+            if start:
+                params["ExclusiveStartKey"] = start
+            answer = self._call("query", **params)
+            for item in answer.get("Items", []):
+                totals = totals.plus(_totals_of(item))
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return totals
 
     def reserve(
         self, user_id: str, instance_id: str, gpus: int, hourly_usd: Decimal, limits: Limits
@@ -96,7 +135,7 @@ class DynamoDbUsage:
         try:
             self._call(
                 "update_item", TableName=self.table,
-                Key={"pk": _pk(user_id), "sk": {"S": "usage"}},
+                Key=_usage_key(user_id),
                 UpdateExpression="ADD instances :one, gpus :g, burn :h, holders :ids",
                 ConditionExpression=" AND ".join(conditions),
                 ExpressionAttributeValues=values,
@@ -106,20 +145,44 @@ class DynamoDbUsage:
             return instance_id in holders
         return True
 
-    def release(self, user_id: str, instance_id: str, gpus: int, hourly_usd: Decimal) -> bool:
-        """Take a finished instance out of the usage; False if it held none (already
-        released, or provisioned before quotas existed)."""
+    def release(self, finished: FinishedShare) -> bool:
+        """Take a finished instance out of the usage and into the finished totals, in one
+        write; False if it held nothing (already released, or provisioned before quotas)."""
+        key = _usage_key(finished.user_id)
+        if finished.launched_at is not None:
+            # The earliest launch: a min kept by a conditional write (losing is fine).
+            with contextlib.suppress(_ConditionFailed):
+                self._call(
+                    "update_item", TableName=self.table, Key=key,
+                    UpdateExpression="SET first_launch = :t",
+                    ConditionExpression="contains(holders, :id) AND "
+                    "(attribute_not_exists(first_launch) OR first_launch > :t)",
+                    ExpressionAttributeValues={
+                        ":t": {"S": finished.launched_at.isoformat()},
+                        ":id": {"S": finished.instance_id},
+                    },
+                )
+        names = {
+            "#status": f"finished#{finished.status}",
+            "#provider": f"finished-provider#{finished.provider}",
+        }
+        values: dict[str, Any] = {
+            ":minus": {"N": "-1"}, ":one": {"N": "1"}, ":g": {"N": str(-finished.gpus)},
+            ":h": {"N": str(-finished.hourly_usd)}, ":ids": {"SS": [finished.instance_id]},
+            ":id": {"S": finished.instance_id}, ":cost": {"N": str(finished.cost)},
+        }
+        adds = ("instances :minus, gpus :g, burn :h, #status :one, #provider :one, "
+                "finished_cost :cost")
+        if finished.launched_at is not None:
+            names["#rule"] = f"launched-hourly#{finished.billing_rule}"
+            values[":rate"] = {"N": str(finished.hourly_usd)}
+            adds += ", #rule :rate"
         try:
             self._call(
-                "update_item", TableName=self.table,
-                Key={"pk": _pk(user_id), "sk": {"S": "usage"}},
-                UpdateExpression="ADD instances :minus, gpus :g, burn :h DELETE holders :ids",
+                "update_item", TableName=self.table, Key=key,
+                UpdateExpression=f"ADD {adds} DELETE holders :ids",
                 ConditionExpression="contains(holders, :id)",
-                ExpressionAttributeValues={
-                    ":minus": {"N": "-1"}, ":g": {"N": str(-gpus)},
-                    ":h": {"N": str(-hourly_usd)}, ":ids": {"SS": [instance_id]},
-                    ":id": {"S": instance_id},
-                },
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
             )
         except _ConditionFailed:
             return False
@@ -171,6 +234,32 @@ class DynamoDbUsage:
             raise StoreUnavailableError(
                 "The record store is unavailable (no connection); try again."
             ) from error
+
+
+def _usage_of(item: dict[str, Any]) -> Usage:
+    return Usage(
+        int(_number(item, "instances")), int(_number(item, "gpus")), _number(item, "burn")
+    )
+
+
+def _totals_of(item: dict[str, Any]) -> FinishedTotals:
+    by_status: dict[str, int] = {}
+    by_provider: dict[str, int] = {}
+    hourly_by_rule: dict[str, Decimal] = {}
+    for name, value in item.items():
+        kind, _, what = name.partition("#")
+        if kind == "finished":
+            by_status[what] = int(Decimal(value["N"]))
+        elif kind == "finished-provider":
+            by_provider[what] = int(Decimal(value["N"]))
+        elif kind == "launched-hourly":
+            hourly_by_rule[what] = Decimal(value["N"])
+    first = item.get("first_launch", {}).get("S")
+    return FinishedTotals(
+        by_status=by_status, by_provider=by_provider, cost=_number(item, "finished_cost"),
+        hourly_by_rule=hourly_by_rule,
+        first_launch=datetime.fromisoformat(first) if first else None,
+    )
 
 
 class _ConditionFailed(Exception):

@@ -23,8 +23,8 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.identity import Caller
 from chalicelib.domain.instance import DEFAULT_LIFETIME_MINUTES, Instance, StatusChange
-from chalicelib.domain.states import InstanceStatus
-from chalicelib.domain.stats import FleetStats, summarize
+from chalicelib.domain.states import LIVE_STATUSES, InstanceStatus
+from chalicelib.domain.stats import FleetStats, from_aggregates, summarize
 from chalicelib.persistence.repository import InstanceRepository, ListQuery, Page
 from chalicelib.services.lifecycle import Lifecycle
 from chalicelib.services.ports import WorkflowStarter
@@ -324,8 +324,19 @@ class InstanceService:
     # -- stats ----------------------------------------------------------------------
 
     def stats(self, caller: Caller) -> FleetStats:
-        instances = self.repository.all_for_stats(None if caller.is_admin else caller.user_id)
-        return summarize(instances, self.clock(), self.catalog.providers)
+        """From the finished totals kept at each finish and the live records (the sparse
+        live index), never from the history."""
+        owner = None if caller.is_admin else caller.user_id
+        if self.quotas is None:
+            instances = self.repository.all_for_stats(owner)
+            return summarize(instances, self.clock(), self.catalog.providers)
+        finished = self.quotas.store.finished_totals(owner)
+        live = [
+            i for status in LIVE_STATUSES for i in self.repository.live(status)
+            if owner is None or i.user_id == owner
+        ]
+        rules = {t.billing_rule.name: t.billing_rule for t in self.catalog.instance_types}
+        return from_aggregates(finished, live, self.clock(), self.catalog.providers, rules)
 
     # -- helpers --------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from chalicelib.domain.limits import (
     stops_instances,
 )
 from chalicelib.domain.states import InstanceStatus
+from chalicelib.domain.stats import FinishedShare, FinishedTotals
 from chalicelib.persistence.repository import InstanceRepository, ListQuery, Page
 from chalicelib.services.costs import month_start, month_to_date_spend
 from chalicelib.services.ports import Clock
@@ -40,7 +41,8 @@ class UsageStore(Protocol):
     def reserve(
         self, user_id: str, instance_id: str, gpus: int, hourly_usd: Decimal, limits: Limits
     ) -> bool: ...
-    def release(self, user_id: str, instance_id: str, gpus: int, hourly_usd: Decimal) -> bool: ...
+    def release(self, finished: FinishedShare) -> bool: ...
+    def finished_totals(self, user_id: str | None) -> FinishedTotals: ...
     def mark_warned(self, user_id: str, month: str, now: datetime) -> bool: ...
 
 
@@ -134,9 +136,9 @@ class QuotaService:
         )
 
     def release(self, instance: Instance) -> None:
-        self.store.release(
-            instance.user_id, instance.id, instance.gpu_count, instance.hourly_usd
-        )
+        """The instance finished (or was never stored): its usage is given back, and it is
+        added to its user's finished totals, once."""
+        self.store.release(FinishedShare.of(instance))
 
     # -- the reaper's budget check --------------------------------------------------
 
