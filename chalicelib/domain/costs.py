@@ -90,6 +90,11 @@ def slices(
     if span is None:
         return []
     launched_at, billed = span
+    # Only the part of the window the billed seconds can touch.
+    start = max(start, launched_at)
+    end = min(end, launched_at + timedelta(seconds=billed + 1))
+    if end <= start:
+        return []
     bounds = [start]
     if by_day:
         day = datetime(start.year, start.month, start.day, tzinfo=start.tzinfo)
