@@ -570,6 +570,16 @@ class DynamoDbInstanceRepository:
         return Page(items, encode_cursor(results.last_evaluated_key, query))
 
     @transient_store_errors
+    def get_many(self, instance_ids: frozenset[str]) -> list[Instance]:
+        """The records of these ids (BatchGetItem, 100 a call); missing ones are left out."""
+        if not instance_ids:
+            return []
+        return [
+            _to_instance(m)
+            for m in InstanceModel.batch_get(sorted(instance_ids), consistent_read=True)
+        ]
+
+    @transient_store_errors
     def live(self, status: InstanceStatus) -> list[Instance]:
         return [_to_instance(m) for m in InstanceModel.live_index.query(status.value)]
 

@@ -50,6 +50,10 @@ class InstanceRepository(Protocol):
 
     def all_for_stats(self, user_id: str | None) -> Iterator[Instance]: ...
 
+    def get_many(self, instance_ids: frozenset[str]) -> list[Instance]:
+        """The records of these ids (point reads); ids with no record are left out."""
+        ...
+
     def billed_between(
         self, start: datetime, end: datetime, user_id: str | None
     ) -> Iterator[Instance]:

@@ -89,14 +89,20 @@ class DynamoDbUsage:
         return _usage_of(item), frozenset(item.get("holders", {}).get("SS", []))
 
     def finished_totals(self, user_id: str | None) -> FinishedTotals:
-        """The totals of the finished instances of one user, or (None) of every user: one
-        item, or one Query of the usage partition (an item per user, not per record)."""
+        return self.aggregates(user_id)[0]
+
+    def aggregates(self, user_id: str | None) -> tuple[FinishedTotals, frozenset[str]]:
+        """The totals of the finished instances of one user, or (None) of every user, and
+        the ids of their live instances: one item, or one Query of the usage partition (an
+        item per user, not per record)."""
         if user_id is not None:
             answer = self._call(
                 "get_item", TableName=self.table, Key=_usage_key(user_id), ConsistentRead=True
             )
-            return _totals_of(answer.get("Item") or {})
+            item = answer.get("Item") or {}
+            return _totals_of(item), frozenset(item.get("holders", {}).get("SS", []))
         totals = FinishedTotals()
+        holders: set[str] = set()
         start: dict[str, Any] | None = None
         while True:
             params: dict[str, Any] = {
@@ -108,9 +114,10 @@ class DynamoDbUsage:
             answer = self._call("query", **params)
             for item in answer.get("Items", []):
                 totals = totals.plus(_totals_of(item))
+                holders.update(item.get("holders", {}).get("SS", []))
             start = answer.get("LastEvaluatedKey")
             if not start:
-                return totals
+                return totals, frozenset(holders)
 
     def reserve(
         self, user_id: str, instance_id: str, gpus: int, hourly_usd: Decimal, limits: Limits

@@ -23,7 +23,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.identity import Caller
 from chalicelib.domain.instance import DEFAULT_LIFETIME_MINUTES, Instance, StatusChange
-from chalicelib.domain.states import LIVE_STATUSES, InstanceStatus
+from chalicelib.domain.states import InstanceStatus
 from chalicelib.domain.stats import FleetStats, from_aggregates, summarize
 from chalicelib.persistence.repository import InstanceRepository, ListQuery, Page
 from chalicelib.services.lifecycle import Lifecycle
@@ -324,17 +324,15 @@ class InstanceService:
     # -- stats ----------------------------------------------------------------------
 
     def stats(self, caller: Caller) -> FleetStats:
-        """From the finished totals kept at each finish and the live records (the sparse
-        live index), never from the history."""
+        """From the finished totals kept at each finish and the live records (point reads
+        of the ids holding quota usage), never from the history."""
         owner = None if caller.is_admin else caller.user_id
         if self.quotas is None:
             instances = self.repository.all_for_stats(owner)
             return summarize(instances, self.clock(), self.catalog.providers)
-        finished = self.quotas.store.finished_totals(owner)
-        live = [
-            i for status in LIVE_STATUSES for i in self.repository.live(status)
-            if owner is None or i.user_id == owner
-        ]
+        finished, live_ids = self.quotas.store.aggregates(owner)
+        # A record finished a moment ago but not yet released is in neither figure.
+        live = [i for i in self.repository.get_many(live_ids) if i.status.is_live]
         rules = {t.billing_rule.name: t.billing_rule for t in self.catalog.instance_types}
         return from_aggregates(finished, live, self.clock(), self.catalog.providers, rules)
 

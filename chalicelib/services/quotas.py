@@ -43,6 +43,7 @@ class UsageStore(Protocol):
     ) -> bool: ...
     def release(self, finished: FinishedShare) -> bool: ...
     def finished_totals(self, user_id: str | None) -> FinishedTotals: ...
+    def aggregates(self, user_id: str | None) -> tuple[FinishedTotals, frozenset[str]]: ...
     def mark_warned(self, user_id: str, month: str, now: datetime) -> bool: ...
 
 
@@ -225,4 +226,8 @@ class UsageReleasingRepository:
         self, start: datetime, end: datetime, user_id: str | None
     ) -> Iterator[Instance]:
         found: Iterator[Instance] = self.inner.billed_between(start, end, user_id)
+        return found
+
+    def get_many(self, instance_ids: frozenset[str]) -> list[Instance]:
+        found: list[Instance] = self.inner.get_many(instance_ids)
         return found
