@@ -59,6 +59,27 @@ def instance_stats() -> Any:
     return endpoints().stats(app.current_request)
 
 
+@app.route("/api/costs", methods=["GET"], authorizer=cognito)
+@json_errors
+def cost_report() -> Any:
+    return endpoints().costs(app.current_request)
+
+
+@app.route("/api/users/{user_id}/limits", methods=["GET"], authorizer=cognito)
+@json_errors
+def get_user_limits(user_id: str) -> Any:
+    return endpoints().user_limits(app.current_request, user_id)
+
+
+@app.route(
+    "/api/users/{user_id}/limits", methods=["PUT"], content_types=ANY_MEDIA_TYPE,
+    authorizer=cognito,
+)
+@json_errors
+def set_user_limits(user_id: str) -> Any:
+    return endpoints().set_user_limits(app.current_request, user_id)
+
+
 @app.route("/api/instances/{instance_id}", methods=["GET"], authorizer=cognito)
 @json_errors
 def get_instance(instance_id: str) -> Any:

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
     from chalicelib.providers.base import CloudProvider
     from chalicelib.providers.registry import ProviderRegistry
     from chalicelib.services.agent import AgentService
+    from chalicelib.services.costs import CostService
     from chalicelib.services.instances import InstanceService
     from chalicelib.services.lifecycle import Lifecycle
+    from chalicelib.services.quotas import QuotaService, UsageReleasingRepository
     from chalicelib.services.reaper import Reaper
     from chalicelib.services.release import ReleaseSteps
     from chalicelib.services.steps import LifecycleSteps
@@ -104,7 +106,8 @@ class Container:
         )
 
     @cached_property
-    def repository(self) -> DynamoDbInstanceRepository:
+    def records(self) -> DynamoDbInstanceRepository:
+        """The DynamoDB repository itself (without the quota release of `repository`)."""
         from chalicelib.persistence.dynamodb import (
             DynamoDbInstanceRepository,
             configure_instance_model,
@@ -112,6 +115,20 @@ class Container:
 
         configure_instance_model(self.settings.table_name, self.settings.region)
         return DynamoDbInstanceRepository(self.settings.policy)
+
+    @cached_property
+    def repository(self) -> UsageReleasingRepository:
+        from chalicelib.services.quotas import UsageReleasingRepository
+
+        return UsageReleasingRepository(self.records, self.quotas)
+
+    @cached_property
+    def quotas(self) -> QuotaService:
+        from chalicelib.persistence.usage import DynamoDbUsage
+        from chalicelib.services.quotas import QuotaService
+
+        store = DynamoDbUsage(self.settings.control_table_name, self.aws_client("dynamodb"))
+        return QuotaService(store, self.records, self.clock, self.settings.limits)
 
     @cached_property
     def providers(self) -> ProviderRegistry:
@@ -221,7 +238,14 @@ class Container:
                 max_checks=self.settings.release_max_checks,
             ),
             self.settings.default_lifetime_minutes,
+            self.quotas,
         )
+
+    @cached_property
+    def costs(self) -> CostService:
+        from chalicelib.services.costs import CostService
+
+        return CostService(self.repository, self.clock)
 
     @cached_property
     def agent(self) -> AgentService:
@@ -244,7 +268,7 @@ class Container:
     def reaper(self) -> Reaper:
         from chalicelib.services.reaper import Reaper
 
-        return Reaper(self.lifecycle, self.settings.policy, self.leases)
+        return Reaper(self.lifecycle, self.settings.policy, self.leases, self.quotas)
 
     @cached_property
     def release_steps(self) -> ReleaseSteps:

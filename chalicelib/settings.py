@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 
 from chalicelib.domain.agent import AgentPolicy
 from chalicelib.domain.instance import (
@@ -15,6 +16,7 @@ from chalicelib.domain.instance import (
     MIN_LIFETIME_MINUTES,
     LifecyclePolicy,
 )
+from chalicelib.domain.limits import BUDGET_ACTIONS, Limits
 
 LOCAL_STAGE = "local"
 # What both EC2 and Azure accept in a tag (Azure refuses < > % & \ ? / in keys).
@@ -65,6 +67,13 @@ def _url(environ: Mapping[str, str], name: str) -> str | None:
     if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
         raise SettingsError(f"{name} must be an http:// or https:// URL, got {raw!r}")
     return raw.rstrip("/")
+def _optional_money(environ: Mapping[str, str], name: str) -> Decimal | None:
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return None
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", raw):
+        raise SettingsError(f"{name} must be an amount of US dollars like 250 or 0.5, got {raw!r}")
+    return Decimal(raw)
 
 
 def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
@@ -201,6 +210,8 @@ class Settings:
     cost_tags: Mapping[str, str] = field(default_factory=dict)
     # Launch previous-generation types (p2, K80), which current CUDA images do not run on.
     allow_previous_generation: bool = False
+    # Every user's quotas and budget unless an operator set their own (DEFAULT_MAX_*).
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def accepts_dev_tokens(self) -> bool:
@@ -258,6 +269,13 @@ class Settings:
             ),
             cost_tags=cost_allocation_tags(env),
             allow_previous_generation=_flag(env, "ALLOW_PREVIOUS_GENERATION", False),
+            limits=Limits(
+                max_live_instances=_optional_integer(env, "DEFAULT_MAX_LIVE_INSTANCES"),
+                max_live_gpus=_optional_integer(env, "DEFAULT_MAX_LIVE_GPUS"),
+                max_burn_rate=_optional_money(env, "DEFAULT_MAX_BURN_RATE_USD_PER_HOUR"),
+                monthly_budget=_optional_money(env, "DEFAULT_MONTHLY_BUDGET_USD"),
+                budget_action=_choice(env, "DEFAULT_BUDGET_ACTION", BUDGET_ACTIONS, "warn"),
+            ),
             agent=AgentPolicy(
                 callback_url=_url(env, "AGENT_CALLBACK_URL"),
                 heartbeat_seconds=_integer(env, "AGENT_HEARTBEAT_SECONDS", 60, 1, 3600),

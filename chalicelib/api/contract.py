@@ -18,6 +18,10 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     401: "No bearer token, or one this stage does not accept (agent routes: not this "
     "instance's agent secret).",
     410: "The instance is finished; its agent should stop the machine.",
+    403: "Not allowed: setting limits is for operators; or a new instance would pass one of "
+    "the user's limits (`quota_exceeded`) or a spent monthly budget refuses it "
+    "(`budget_exhausted`): `limit` names the limit, its value and the usage; nothing was "
+    "created.",
     404: "No such instance, or one that belongs to someone else.",
     405: "The path does not support this method; `Allow` lists those it does.",
     409: "The instance's current state does not allow this change, or a request with the "
@@ -31,6 +35,9 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     503: "A cloud provider or the workflow is unavailable or not configured; retry later.",
 }
 COMMON_ERRORS = (401, 405, 500)
+PATH_PATTERNS = {
+    "instanceId": requests.INSTANCE_ID_PATTERN, "userId": requests.USER_ID_PATTERN,
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,8 @@ class Operation:
     success_headers: dict[str, str] = field(default_factory=dict)
     # Request headers the operation reads: name -> (description, JSON schema).
     request_headers: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    # The answer is also available as text/csv (asked for with `Accept: text/csv`).
+    csv: bool = False
 
     @property
     def path_parameters(self) -> list[str]:
@@ -101,6 +110,18 @@ OPERATIONS: tuple[Operation, ...] = (
         200, responses.FleetStats, (400,), query=requests.NoQuery,
     ),
     Operation(
+        "costReport", "GET", "/api/costs", "What was billed in a window, grouped",
+        200, responses.CostReport, (400,), query=requests.CostQuery, csv=True,
+        description=(
+            "Counts the seconds each instance was billed inside [from, to) under its "
+            "provider's rule (an instance straddling the window counts only its part; with "
+            "groupBy=day an instance is split across the UTC days), and their cost. A user "
+            "sees their own; an operator everyone's, or one user's with `userId`. "
+            "`Accept: text/csv` answers the same as CSV (a row per group, then a `total` "
+            "row). The window spans at most 92 days."
+        ),
+    ),
+    Operation(
         "getInstance", "GET", INSTANCE, "Read an instance, with its cost up to now",
         200, responses.InstanceRecord, (400, 404), query=requests.NoQuery,
     ),
@@ -132,6 +153,28 @@ OPERATIONS: tuple[Operation, ...] = (
         description=(
             "`running` moves READY to RUNNING, `idle` moves RUNNING to READY; either restarts "
             "the idle clock (a running task repeats `running` as a heartbeat)."
+        ),
+    ),
+    Operation(
+        "getUserLimits", "GET", "/api/users/{userId}/limits", "A user's quotas, budget and usage",
+        200, responses.UserLimits, (400, 403), query=requests.NoQuery,
+        description=(
+            "The user's limits (their own, or the deployment's defaults) and the usage held "
+            "against each: live instances and GPUs, the burn rate, and the month-to-date "
+            "spend (UTC calendar month, live instances counted to now). The user or an "
+            "operator."
+        ),
+    ),
+    Operation(
+        "setUserLimits", "PUT", "/api/users/{userId}/limits", "Set a user's quotas and budget",
+        200, responses.UserLimits, (400, 403, 413, 415), query=requests.NoQuery,
+        body=requests.UserLimitsBody,
+        description=(
+            "Operators only. Replaces the user's own limits: a field left out takes the "
+            "deployment's default, a null means no limit. A POST /api/instances that would "
+            "pass a limit answers 403 `quota_exceeded`; a spent budget whose action is "
+            "`refuse` or `stop` answers 403 `budget_exhausted`, and `stop` also stops the "
+            "user's live instances (reason `budget_exhausted`) at the reaper's next tick."
         ),
     ),
     Operation(
@@ -173,7 +216,7 @@ def operation(operation_id: str) -> Operation:
 
 def chalice_route(path: str) -> str:
     """The Chalice route of a contract path (Chalice names the id parameter instance_id)."""
-    return path.replace("{instanceId}", "{instance_id}")
+    return path.replace("{instanceId}", "{instance_id}").replace("{userId}", "{user_id}")
 
 
 def allowed_methods(path: str) -> list[str]:
@@ -242,13 +285,13 @@ def _is_request(model: type[BaseModel]) -> bool:
 
 
 def _is_query_model_name(name: str) -> bool:
-    return name in {"ListQueryParams", "InstanceTypesQuery", "NoQuery"}
+    return name in {"ListQueryParams", "InstanceTypesQuery", "NoQuery", "CostQuery"}
 
 
 def _operation_object(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     parameters = [
         {"name": name, "in": "path", "required": True,
-         "schema": {"type": "string", "pattern": requests.INSTANCE_ID_PATTERN}}
+         "schema": {"type": "string", "pattern": PATH_PATTERNS[name]}}
         for name in op.path_parameters
     ]
     parameters += [
@@ -266,6 +309,8 @@ def _operation_object(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     success: dict[str, Any] = {"description": op.summary}
     if op.response is not None:
         success["content"] = {"application/json": {"schema": _ref(op.response)}}
+        if op.csv:
+            success["content"]["text/csv"] = {"schema": {"type": "string"}}
     else:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     if op.success_headers:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
+from decimal import Decimal
 from typing import Any
 
 import pydantic
@@ -15,20 +18,24 @@ from chalicelib.api.errors import validation_error
 from chalicelib.api.identity import caller_from
 from chalicelib.api.requests import (
     INSTANCE_ID_PATTERN,
+    USER_ID_PATTERN,
     ActivityBody,
     AgentHeartbeatBody,
     AgentReadyBody,
+    CostQuery,
     InstanceTypesQuery,
     LimitsBody,
     ListQueryParams,
     NoQuery,
     ProvisionBody,
     ProvisionByRequirement,
+    UserLimitsBody,
     depth_exceeds,
 )
 from chalicelib.bootstrap import Container
 from chalicelib.domain.agent import GpuFound, GpuReport, GpuSample, Heartbeat
 from chalicelib.domain.catalog import InstanceType, Offer, Requirement, offer_order
+from chalicelib.domain.costs import CostReport
 from chalicelib.domain.errors import (
     AgentRefusedError,
     DomainError,
@@ -39,8 +46,10 @@ from chalicelib.domain.errors import (
     ValidationError,
 )
 from chalicelib.domain.identity import Caller
+from chalicelib.domain.limits import LIMIT_NAMES, budget_spent_share
 from chalicelib.services.agent import AgentInstructions
 from chalicelib.services.instances import ProvisionRequest
+from chalicelib.services.quotas import LimitsReport
 from chalicelib.services.views import instance_view, iso
 
 _INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
@@ -202,6 +211,38 @@ class Endpoints:
             "computedAt": iso(self.container.clock()),
         }
 
+    def costs(self, request: Request) -> Any:
+        caller = self._caller(request)
+        params = _parse(CostQuery, _query(request), "query string")
+        report = self.container.costs.report(
+            caller, params.from_, params.to, params.groupBy, params.userId
+        )
+        if wants_csv(request.headers or {}):
+            return Response(
+                body=cost_report_csv(report), status_code=200,
+                headers={"Content-Type": "text/csv; charset=utf-8"},
+            )
+        return cost_report_view(report)
+
+    def user_limits(self, request: Request, user_id: str) -> dict[str, Any]:
+        caller = self._caller(request)
+        _parse(NoQuery, _query(request), "query string")
+        return limits_view(self.container.quotas.report(caller, _checked_user(user_id)))
+
+    def set_user_limits(self, request: Request, user_id: str) -> dict[str, Any]:
+        caller = self._caller(request)
+        _parse(NoQuery, _query(request), "query string")
+        body = _parse(UserLimitsBody, _json_body(request), "request body")
+        given = body.model_fields_set
+        overrides: dict[str, Any] = {}
+        for api_name, field_name in API_LIMIT_FIELDS.items():
+            if api_name in given:
+                value = getattr(body, api_name)
+                is_money = field_name in ("max_burn_rate", "monthly_budget")
+                overrides[field_name] = Decimal(value) if is_money and value else value
+        report = self.container.quotas.set_limits(caller, _checked_user(user_id), overrides)
+        return limits_view(report)
+
     def instance_types(self, request: Request) -> dict[str, Any]:
         self._caller(request)
         params = _parse(InstanceTypesQuery, _query(request), "query string")
@@ -264,6 +305,102 @@ def instance_type_view(instance_type: InstanceType) -> dict[str, Any]:
         "statusReason": instance_type.why or None,
         "replacement": instance_type.replacement,
     }
+
+
+def cost_report_view(report: CostReport) -> dict[str, Any]:
+    return {
+        "from": iso(report.start),
+        "to": iso(report.end),
+        "groupBy": report.group_by,
+        "groups": [
+            {"key": g.key, "costUsd": str(g.cost), "billedSeconds": g.billed_seconds,
+             "instances": g.instances}
+            for g in report.groups
+        ],
+        "totalUsd": str(report.total),
+    }
+
+
+CSV_COLUMNS = ("from", "to", "groupBy", "key", "costUsd", "billedSeconds", "instances")
+
+
+def cost_report_csv(report: CostReport) -> str:
+    """A row per group, then a `total` row (groupBy `total`, no key)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    start, end = iso(report.start), iso(report.end)
+    for g in report.groups:
+        writer.writerow(
+            [start, end, report.group_by, g.key or "", g.cost, g.billed_seconds, g.instances]
+        )
+    writer.writerow([
+        start, end, "total", "", report.total, sum(g.billed_seconds for g in report.groups),
+        sum(g.instances for g in report.groups) if report.group_by != "day" else "",
+    ])
+    return out.getvalue()
+
+
+def wants_csv(headers: Any) -> bool:
+    """Whether the Accept header prefers text/csv to JSON (a plain `text/csv` does)."""
+    accept = str(headers.get("accept") or headers.get("Accept") or "")
+    best: tuple[float, str] = (0.0, "application/json")
+    for part in accept.split(","):
+        media, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        media = media.strip().lower()
+        if media in ("text/csv", "application/json", "*/*") and quality > best[0]:
+            best = (quality, media)
+    return best[1] == "text/csv"
+
+
+API_LIMIT_FIELDS = {api: name for name, api in LIMIT_NAMES.items()}
+
+
+def limits_view(report: LimitsReport) -> dict[str, Any]:
+    limits, usage = report.limits, report.usage
+    share = budget_spent_share(limits, report.month_to_date)
+    return {
+        "userId": report.user_id,
+        "limits": {
+            "maxLiveInstances": limits.max_live_instances,
+            "maxLiveGpus": limits.max_live_gpus,
+            "maxBurnRateUsdPerHour": _money(limits.max_burn_rate),
+            "monthlyBudgetUsd": _money(limits.monthly_budget),
+            "budgetAction": limits.budget_action,
+        },
+        "defaulted": sorted(LIMIT_NAMES[name] for name in report.defaulted),
+        "usage": {
+            "liveInstances": usage.live_instances,
+            "liveGpus": usage.live_gpus,
+            "burnRateUsdPerHour": str(usage.burn_rate),
+            "month": report.month,
+            "monthToDateUsd": str(report.month_to_date),
+            "budgetSpentPercent": (
+                None if share is None else str((share * 100).quantize(Decimal("0.1")))
+            ),
+        },
+    }
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _checked_user(user_id: str) -> str:
+    if not re.match(USER_ID_PATTERN, user_id):
+        raise ValidationError(
+            f"{user_id!r} is not a user id.",
+            fields=[{"field": "userId", "problem": "malformed", "allowed": USER_ID_PATTERN}],
+        )
+    return user_id
 
 
 def offer_view(offer: Offer) -> dict[str, Any]:

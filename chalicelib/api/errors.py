@@ -28,6 +28,8 @@ PROBLEM_TYPE_PREFIX = "urn:instance-provisioner:problem:"
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (domain.ValidationError, 400),
     (domain.AuthenticationError, 401),
+    (domain.ForbiddenError, 403),
+    (domain.LimitReachedError, 403),
     (domain.InstanceNotFoundError, 404),
     (domain.MethodNotAllowedError, 405),
     (domain.InvalidTransitionError, 409),
@@ -51,7 +53,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
 
 def problem(
     status: int, code: str, detail: str, fields: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None, extensions: dict[str, Any] | None = None,
 ) -> Response:
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_PREFIX + code,
@@ -63,6 +65,7 @@ def problem(
     }
     if fields:
         body["fields"] = fields
+    body.update(extensions or {})
     return Response(
         body=body, status_code=status, headers={"Content-Type": PROBLEM_JSON, **(headers or {})}
     )
@@ -81,7 +84,7 @@ def response_for(error: Exception) -> Response:
                 headers["Retry-After"] = "5"
             return problem(
                 status, getattr(error, "code", "error"), str(error),
-                getattr(error, "fields", None), headers,
+                getattr(error, "fields", None), headers, getattr(error, "extensions", None),
             )
     logger.error("unhandled error", exc_info=error)
     return problem(

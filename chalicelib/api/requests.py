@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
@@ -148,6 +149,37 @@ class LimitsBody(BaseModel):
     )
 
 
+MONEY_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,6})?$"
+
+
+class UserLimitsBody(BaseModel):
+    """A user's own limits (operators only). Each field is optional: absent, the deployment's
+    default applies; null, there is no such limit. The PUT replaces the earlier values."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True,
+        json_schema_extra={"examples": [{"maxLiveInstances": 1, "monthlyBudgetUsd": "250",
+                                         "budgetAction": "refuse"}]},
+    )
+
+    maxLiveInstances: int | None = Field(default=None, ge=0, le=10_000)
+    maxLiveGpus: int | None = Field(default=None, ge=0, le=100_000)
+    maxBurnRateUsdPerHour: str | None = Field(
+        default=None, pattern=MONEY_PATTERN,
+        description="The most the user's live instances may cost an hour together (USD).",
+    )
+    monthlyBudgetUsd: str | None = Field(
+        default=None, pattern=MONEY_PATTERN,
+        description="Spend per UTC calendar month (USD): a Budget Warning at 80%, the "
+        "`budgetAction` at 100%.",
+    )
+    budgetAction: Literal["warn", "refuse", "stop"] = Field(
+        default="warn",
+        description="At 100% of the budget: only warn, refuse new instances, or also stop "
+        "the live ones.",
+    )
+
+
 class ActivityBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -180,6 +212,46 @@ def depth_exceeds(value: Any, limit: int) -> bool:
             return True
         pending.extend((child, depth + 1) for child in children)
     return False
+class CostQuery(BaseModel):
+    """The window [from, to) and how to group it (query parameters)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+
+    from_: datetime | None = Field(
+        default=None, alias="from",
+        description="Start of the window (inclusive): an ISO 8601 time with its offset "
+        "(e.g. 2026-03-01T00:00:00Z) or a date (UTC midnight). Default: the start of the "
+        "current UTC month.",
+    )
+    to: datetime | None = Field(
+        default=None,
+        description="End of the window (exclusive), as `from`; at most 92 days after it. "
+        "Default: now.",
+    )
+    groupBy: Literal["user", "task", "instanceType", "provider", "day"] = Field(
+        default="user", description="What each group is: a user, a task, a type, a "
+        "provider, or a UTC day.",
+    )
+    userId: str | None = Field(
+        default=None, pattern=USER_ID_PATTERN,
+        description="Operators: one user's costs only.",
+    )
+
+    @field_validator("from_", "to", mode="before")
+    @classmethod
+    def moment_with_offset(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if len(text) == 10:  # a date: that day's UTC midnight
+            text += "T00:00:00+00:00"
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError("not an ISO 8601 time, e.g. 2026-03-01T00:00:00Z") from None
+        if moment.tzinfo is None:
+            raise ValueError("give the offset, e.g. 2026-03-01T00:00:00Z")
+        return moment.astimezone(UTC)
 
 
 class AgentGpuBody(BaseModel):

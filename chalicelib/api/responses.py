@@ -150,6 +150,51 @@ class FleetStats(BaseModel):
     computedAt: str
 
 
+class CostGroup(BaseModel):
+    key: str | None = Field(
+        description="the user, task (null: no task), type, provider or UTC day (YYYY-MM-DD)"
+    )
+    costUsd: str = Money
+    billedSeconds: int = Field(description="billed seconds inside the window")
+    instances: int = Field(description="instances that billed inside the window")
+
+
+class CostReport(BaseModel):
+    """What was billed inside [from, to), under each provider's rule."""
+
+    from_: str = Field(alias="from")
+    to: str
+    groupBy: str
+    groups: list[CostGroup]
+    totalUsd: str = Money
+
+
+class LimitValues(BaseModel):
+    maxLiveInstances: int | None = Field(description="null: no limit")
+    maxLiveGpus: int | None
+    maxBurnRateUsdPerHour: str | None
+    monthlyBudgetUsd: str | None
+    budgetAction: Literal["warn", "refuse", "stop"]
+
+
+class LimitUsage(BaseModel):
+    liveInstances: int = Field(description="instances held against the limits (not finished)")
+    liveGpus: int
+    burnRateUsdPerHour: str = Money
+    month: str = Field(description="the UTC calendar month, YYYY-MM")
+    monthToDateUsd: str = Field(
+        pattern=MONEY, description="spent this month, live instances counted to now"
+    )
+    budgetSpentPercent: str | None = Field(description="null without a monthly budget")
+
+
+class UserLimits(BaseModel):
+    userId: str
+    limits: LimitValues
+    defaulted: list[str] = Field(description="the limits that are the deployment's defaults")
+    usage: LimitUsage
+
+
 class BillingRule(BaseModel):
     name: str
     incrementSeconds: int
@@ -203,6 +248,12 @@ class FieldProblem(BaseModel):
     allowed: str | None = None
 
 
+class LimitReached(BaseModel):
+    name: str = Field(description="the limit, e.g. maxLiveInstances or monthlyBudgetUsd")
+    value: str = Field(description="its value")
+    usage: str = Field(description="what is in use (or spent this month)")
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem document (application/problem+json)."""
 
@@ -214,4 +265,7 @@ class Problem(BaseModel):
     message: str = Field(description="the same text as `detail`, kept for first-version clients")
     fields: list[FieldProblem] | None = Field(
         default=None, description="for validation errors: each offending field"
+    )
+    limit: LimitReached | None = Field(
+        default=None, description="for quota_exceeded and budget_exhausted: which limit"
     )

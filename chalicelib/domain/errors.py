@@ -156,3 +156,29 @@ class InstanceFinishedError(DomainError):
     """The instance is finished: its agent's calls are refused, and it should stop."""
 
     code = "instance_finished"
+
+
+class ForbiddenError(DomainError):
+    """The caller may not do this (e.g. a user setting limits, which operators set)."""
+
+    code = "forbidden"
+
+
+class LimitReachedError(DomainError):
+    """A new instance would pass one of the user's limits; nothing was created."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, limit: str, value: str, usage: str) -> None:
+        super().__init__(message)
+        self.fields = [{"field": limit, "problem": f"limit reached: {usage} in use",
+                        "allowed": value}]
+        self.extensions = {"limit": {"name": limit, "value": value, "usage": usage}}
+
+
+class QuotaExceededError(LimitReachedError):
+    code = "quota_exceeded"
+
+
+class BudgetExhaustedError(LimitReachedError):
+    code = "budget_exhausted"

@@ -12,6 +12,8 @@ EVENT_SOURCE = "instance-provisioner"
 ORPHAN_TERMINATED = "Instance Orphan Terminated"
 INSTANCE_STUCK = "Instance Stuck"
 INSTANCE_EXPIRING = "Instance Expiring"
+# A user's month-to-date spend reached 80% of their monthly budget (once per user and month).
+BUDGET_WARNING = "Budget Warning"
 
 
 @dataclass(frozen=True)

@@ -200,3 +200,33 @@ def plan(
                 continue
             result.orphans.append(Orphan(provider, region, machine, age))
     return result
+
+
+BUDGET_EXHAUSTED = "budget_exhausted"
+# Decisions a budget stop does not override: the machine is gone, stuck, or already stopping.
+_KEPT_OVER_BUDGET_STOP = frozenset({
+    Action.STOP, Action.FINISH, Action.FAIL_STUCK, Action.SEND_TERMINATE, Action.END_BILLING,
+    Action.REPORT_STUCK, Action.RESUME_BILLING,
+})  # fmt: skip
+
+
+def with_budget_stops(
+    decided: Plan,
+    over_budget: Iterable[Instance],
+    snapshots: dict[tuple[str, str], CloudSnapshot | None],
+) -> Plan:
+    """The plan with a stop (reason `budget_exhausted`) for each live instance of a user whose
+    spent budget's action is `stop`, unless the plan already finishes, fails or stops it."""
+    stopping = {i.id: i for i in over_budget if i.status is not InstanceStatus.STOPPING}
+    decisions = []
+    for decision in decided.decisions:
+        if decision.instance.id in stopping:
+            if decision.action not in _KEPT_OVER_BUDGET_STOP:
+                continue  # a warning, replaced by the stop below
+            del stopping[decision.instance.id]
+        decisions.append(decision)
+    for instance in stopping.values():
+        snapshot = snapshots.get((instance.provider, instance.region))
+        machine = machine_of(instance, snapshot) if snapshot is not None else None
+        decisions.append(Decision(instance, Action.STOP, machine, reason=BUDGET_EXHAUSTED))
+    return Plan(decisions, decided.orphans, decided.young_unowned)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,3 +50,14 @@ class InstanceRepository(Protocol):
         ...
 
     def all_for_stats(self, user_id: str | None) -> Iterator[Instance]: ...
+
+    def get_many(self, instance_ids: frozenset[str]) -> builtins.list[Instance]:
+        """The records of these ids (point reads); ids with no record are left out."""
+        ...
+
+    def billed_between(
+        self, start: datetime, end: datetime, user_id: str | None
+    ) -> Iterator[Instance]:
+        """At least every record (of `user_id`, or everyone's) that billed inside
+        [start, end), read through an index on time: never the whole history."""
+        ...

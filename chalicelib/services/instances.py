@@ -24,10 +24,11 @@ from chalicelib.domain.errors import (
 from chalicelib.domain.identity import Caller
 from chalicelib.domain.instance import DEFAULT_LIFETIME_MINUTES, Instance, StatusChange
 from chalicelib.domain.states import InstanceStatus
-from chalicelib.domain.stats import FleetStats, summarize
+from chalicelib.domain.stats import FleetStats, from_aggregates, summarize
 from chalicelib.persistence.repository import InstanceRepository, ListQuery, Page
 from chalicelib.services.lifecycle import Lifecycle
 from chalicelib.services.ports import WorkflowStarter
+from chalicelib.services.quotas import QuotaService
 from chalicelib.services.release import release_execution_name
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,9 @@ class InstanceService:
         release_workflow: WorkflowStarter,
         release_timing: WorkflowTiming,
         default_lifetime_minutes: int = DEFAULT_LIFETIME_MINUTES,
+        quotas: QuotaService | None = None,
     ) -> None:
+        self.quotas = quotas
         self.default_lifetime_minutes = default_lifetime_minutes
         self.lifecycle = lifecycle
         self.repository: InstanceRepository = lifecycle.repository
@@ -147,7 +150,14 @@ class InstanceService:
             status_history=(StatusChange(InstanceStatus.PROVISIONING, now),),
         )
         instance = replace(instance, execution_id=self.workflow.execution_id(instance.id))
-        stored = self.repository.add(instance)
+        if self.quotas is not None:
+            self.quotas.reserve(instance)  # raises, holding nothing, past a limit
+        try:
+            stored = self.repository.add(instance)
+        except Exception:
+            if self.quotas is not None:
+                self.quotas.release(instance)
+            raise
         self.lifecycle.announce(stored)
         try:
             self.workflow.start(
@@ -315,8 +325,17 @@ class InstanceService:
     # -- stats ----------------------------------------------------------------------
 
     def stats(self, caller: Caller) -> FleetStats:
-        instances = self.repository.all_for_stats(None if caller.is_admin else caller.user_id)
-        return summarize(instances, self.clock(), self.catalog.providers)
+        """From the finished totals kept at each finish and the live records (point reads
+        of the ids holding quota usage), never from the history."""
+        owner = None if caller.is_admin else caller.user_id
+        if self.quotas is None:
+            instances = self.repository.all_for_stats(owner)
+            return summarize(instances, self.clock(), self.catalog.providers)
+        finished, live_ids = self.quotas.store.aggregates(owner)
+        # A record finished a moment ago but not yet released is in neither figure.
+        live = [i for i in self.repository.get_many(live_ids) if i.status.is_live]
+        rules = {t.billing_rule.name: t.billing_rule for t in self.catalog.instance_types}
+        return from_aggregates(finished, live, self.clock(), self.catalog.providers, rules)
 
     # -- helpers --------------------------------------------------------------------
 

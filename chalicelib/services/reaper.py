@@ -14,10 +14,11 @@ from typing import Any
 
 from chalicelib.domain.cloud import CloudSnapshot
 from chalicelib.domain.instance import Instance, LifecyclePolicy
-from chalicelib.domain.reconcile import plan
+from chalicelib.domain.reconcile import plan, with_budget_stops
 from chalicelib.domain.states import LIVE_STATUSES, InstanceStatus
 from chalicelib.services.lifecycle import Lifecycle
 from chalicelib.services.ports import Leases
+from chalicelib.services.quotas import QuotaService
 from chalicelib.services.reconciler import Outcome, Reconciler
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class TickReport:
             "skipped": self.skipped,
             "terminatedIdle": o.stopped.get("idle_timeout", []),
             "stoppedMaxLifetime": o.stopped.get("max_lifetime", []),
+            "stoppedBudgetExhausted": o.stopped.get("budget_exhausted", []),
             "warnedExpiring": o.warned_expiring,
             "terminateSent": o.terminate_sent,
             "confirmedTerminated": [i for i in o.finished if i not in o.finished_outside_service],
@@ -63,7 +65,11 @@ class TickReport:
 
 
 class Reaper:
-    def __init__(self, lifecycle: Lifecycle, policy: LifecyclePolicy, leases: Leases) -> None:
+    def __init__(
+        self, lifecycle: Lifecycle, policy: LifecyclePolicy, leases: Leases,
+        quotas: QuotaService | None = None,
+    ) -> None:
+        self.quotas = quotas
         self.lifecycle = lifecycle
         self.repository = lifecycle.repository
         self.providers = lifecycle.providers
@@ -82,6 +88,12 @@ class Reaper:
             records = self._live_records(report)
             snapshots = self._snapshots(records, report)
             decided = plan(records, snapshots, now, self.policy)
+            if self.quotas is not None:
+                over_budget, warnings = self.quotas.budget_check(records, now)
+                decided = with_budget_stops(
+                    decided, [i for user in over_budget.values() for i in user], snapshots
+                )
+                self.lifecycle.publish(warnings)
             report.young_unowned = decided.young_unowned
             report.outcome = self.reconciler.apply(decided, now)
             self._measure(records, now, report)

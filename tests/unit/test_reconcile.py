@@ -135,3 +135,24 @@ def test_orphans_are_managed_machines_no_live_record_owns_past_the_grace_period(
     ]
     assert all(o.age == timedelta(minutes=5) for o in decided.orphans)
     assert decided.young_unowned == 1
+
+
+def test_a_spent_budget_stops_a_live_instance_but_keeps_a_plans_own_stop_or_finish():
+    from dataclasses import replace
+
+    from chalicelib.domain.reconcile import with_budget_stops
+
+    quiet = launched(S.READY)
+    warned = replace(launched(S.READY, cloud_resource_id="i-0bbbbbbbbbbbbbbbb"), id="inst-b")
+    gone = replace(launched(S.READY, cloud_resource_id="i-0ccccccccccccccccc"), id="inst-c")
+    snapshots = {("aws", quiet.region): cloud(running(), running("i-0bbbbbbbbbbbbbbbb"))}
+    now = at(minutes=29)  # the idle warnings are due, not the stops
+    decided = plan([quiet, warned, gone], snapshots, now, POLICY)
+
+    budgeted = with_budget_stops(decided, [quiet, warned, gone], snapshots)
+
+    by_id = {d.instance.id: d for d in budgeted.decisions}
+    assert (by_id[quiet.id].action, by_id[quiet.id].reason) == (Action.STOP, "budget_exhausted")
+    assert by_id[quiet.id].machine is not None
+    assert (by_id["inst-b"].action, by_id["inst-b"].reason) == (Action.STOP, "budget_exhausted")
+    assert by_id["inst-c"].action is Action.FINISH  # its machine is gone: finished, not stopped
