@@ -86,6 +86,9 @@ class LocalAgents:
             [sys.executable, str(AGENT_SOURCE), "--config", str(config)],
             env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # Its own session: Ctrl-C on `make run` reaches make run alone, which then
+            # terminates the agents (no KeyboardInterrupt traceback from each of them).
+            start_new_session=True,
         )
         log.info("%s: machine booted, agent started (GPU load: %s)", instance_id, gpus)
         threading.Thread(
