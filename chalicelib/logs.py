@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -89,27 +90,31 @@ def configure_for_lambda() -> None:
         configure_json(os.environ.get("STAGE", "prod"), os.environ.get("LOG_LEVEL", "INFO"))
 
 
-def configure_json(stage: str, level: str = "INFO", stream: IO[str] | None = None) -> Any:
-    """Every line of the process as one JSON document (Powertools Logger's formatter on the
-    root logger, so the service's own loggers and the libraries' write the same shape), with
-    the stage, the function and the keys the invocation bound. Returns the service Logger."""
-    from aws_lambda_powertools import Logger
+def configure_json(stage: str, level: str = "INFO", stream: IO[str] | None = None) -> None:
+    """Every line of the process as one JSON document: Powertools Logger's formatter on the
+    root logger's one handler, so the service's loggers, Chalice's and the libraries' all
+    write the same shape, with the stage, the function and the keys the invocation bound."""
+    from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
-    service = Logger(service=SERVICE, level=level, stream=stream, utc=True)
-    service.append_keys(stage=stage, function=os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
-    handler = service.registered_handler
+    formatter = LambdaPowertoolsFormatter(utc=True)
+    formatter.append_keys(
+        service=SERVICE, stage=stage, function=os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+    )
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(formatter)
     handler.addFilter(BoundKeys())
-    # The same logger is Chalice's app.log (named after the app): its plain-text handler goes.
-    for existing in list(service._logger.handlers):
-        if existing is not handler:
-            service._logger.removeHandler(existing)
     root = logging.getLogger()
     for existing in list(root.handlers):  # the Lambda runtime's plain-text handler
         root.removeHandler(existing)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(level.upper())
+    # Chalice's app.log (named after the app) has a plain-text handler of its own: it goes,
+    # and its lines reach the root's.
+    chalice_log = logging.getLogger(SERVICE)
+    for existing in list(chalice_log.handlers):
+        chalice_log.removeHandler(existing)
+    chalice_log.propagate = True
     quiet_libraries(level)
-    return service
 
 
 def quiet_libraries(level: str) -> None:
