@@ -24,6 +24,7 @@ TRANSITIONS = logging.getLogger("chalicelib.transitions")
 # sent, a warning of expiry, billing resumed): fields action, instance_id, detail.
 ACTIONS = logging.getLogger("chalicelib.actions")
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Library loggers that speak at INFO about every call (credentials found, each Azure HTTP
 # request and response with its headers): WARNING and up only, unless LOG_LEVEL=DEBUG.
 CHATTY_LIBRARIES = (
@@ -86,8 +87,12 @@ def action(action: str, instance_id: str, detail: str = "") -> None:
 
 def configure_for_lambda() -> None:
     """In a Lambda function (deployed stages), JSON lines; elsewhere nothing changes."""
+    from chalicelib.settings import DEFAULT_STAGE
+
     if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:
-        configure_json(os.environ.get("STAGE", "prod"), os.environ.get("LOG_LEVEL", "INFO"))
+        configure_json(
+            os.environ.get("STAGE", DEFAULT_STAGE), os.environ.get("LOG_LEVEL", "INFO")
+        )
 
 
 def configure_json(stage: str, level: str = "INFO", stream: IO[str] | None = None) -> None:
@@ -107,7 +112,12 @@ def configure_json(stage: str, level: str = "INFO", stream: IO[str] | None = Non
     for existing in list(root.handlers):  # the Lambda runtime's plain-text handler
         root.removeHandler(existing)
     root.addHandler(handler)
-    root.setLevel(level.upper())
+    if level.upper() not in LEVELS:
+        root.setLevel(logging.INFO)
+        root.warning("LOG_LEVEL must be one of %s, got %r: logging at INFO", ", ".join(LEVELS),
+                     level)
+    else:
+        root.setLevel(level.upper())
     # Chalice's app.log (named after the app) has a plain-text handler of its own: it goes,
     # and its lines reach the root's.
     chalice_log = logging.getLogger(SERVICE)

@@ -54,19 +54,36 @@ class LocalAgents:
         self.root = root
         self.arm = arm
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.booted: set[str] = set()  # machines whose boot began
+        self.stopping = False
         self.lock = threading.Lock()
 
     def before_step(self, name: str, event: dict[str, Any]) -> None:
+        """The machine boots on its own time, as a real one does: in a thread of its own,
+        not inside the workflow step that asked (a burst of machines booting one after
+        another would outlast the step's timeout); the step sees the agent's report later."""
         instance_id = str(event.get("instanceId", ""))
         if name != "check_instance_agent":
             return
         with self.lock:
-            if instance_id in self.processes:
+            if instance_id in self.booted or self.stopping:
                 return
-            try:
-                self.processes[instance_id] = self.start(instance_id)
-            except (LookupError, OSError) as error:
-                log.warning("no agent for %s: %s", instance_id, error)
+            self.booted.add(instance_id)
+        threading.Thread(
+            target=self.boot, args=(instance_id,), daemon=True, name=f"boot-{instance_id}"
+        ).start()
+
+    def boot(self, instance_id: str) -> None:
+        try:
+            process = self.start(instance_id)
+        except (LookupError, OSError) as error:
+            log.warning("no agent for %s: %s", instance_id, error)
+            return
+        with self.lock:
+            self.processes[instance_id] = process
+            if not self.stopping:
+                return
+        process.terminate()  # booted while make run stops
 
     def start(self, instance_id: str) -> subprocess.Popen[bytes]:
         record = bootstrap.container().repository.get(instance_id)
@@ -119,6 +136,7 @@ class LocalAgents:
 
     def stop_all(self) -> None:
         with self.lock:
+            self.stopping = True
             for process in self.processes.values():
                 if process.poll() is None:
                     process.terminate()

@@ -20,18 +20,22 @@ FUNCTION = "instance-provisioner-prod-record_instance_error"
 def json_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[dict]]]:
     """Logging as a deployed function configures it, into a buffer; restored afterwards."""
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
+    touched = [logging.getLogger(), logging.getLogger(logs.SERVICE)] + [
+        logging.getLogger(name) for name in logs.CHATTY_LIBRARIES
+    ]
+    saved = [(log, list(log.handlers), log.level, log.propagate) for log in touched]
     stream = io.StringIO()
     logs.configure_json("prod", "INFO", stream=stream)
     try:
         yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved_handlers:
-            root.addHandler(handler)
-        root.setLevel(saved_level)
+        for log, handlers, level, propagate in saved:
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+            for handler in handlers:
+                log.addHandler(handler)
+            log.setLevel(level)
+            log.propagate = propagate
 
 
 def test_a_transition_line_is_json_with_stage_function_instance_user_and_execution(
