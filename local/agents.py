@@ -3,7 +3,8 @@ machine's agent reported, the machine "boots" and the real agent program
 (chalicelib/agent/provisioner_agent.py) starts as a process, with the configuration cloud-init
 would have written from the machine's user data and a fake nvidia-smi (local/bin) on its PATH.
 When the agent stops its machine (it exits with the local stop code), the emulated machine is
-terminated, as EC2 terminates an instance whose OS powers off."""
+terminated, as EC2 terminates an instance whose OS powers off; when the machine ends, its
+agent is stopped with it. The GPUs' load is the user's: see local/gpus.py."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ import boto3
 
 from chalicelib import bootstrap
 from chalicelib.domain.instance import Instance
+from chalicelib.providers.base import CloudState
 from chalicelib.services.agent_bootstrap import AGENT_SOURCE, LOCAL_EXIT, parse_agent_config
-from local.gpus import FAKE_NVIDIA_SMI_DIR, write_machine
+from local.gpus import fake_gpu_environment
 
 log = logging.getLogger("agent")
 
@@ -47,16 +49,21 @@ def agent_config_of(record: Instance, arm: Any) -> dict[str, Any]:
 
 
 class LocalAgents:
-    """One agent process per emulated machine, each in a directory of its own under `root`
-    (its config.json, and gpus.json for the fake nvidia-smi: edit it to make the GPUs busy)."""
+    """One agent process per emulated machine; its configuration (with the instance's secret)
+    in a private directory of its own under `root`."""
 
-    def __init__(self, root: Path, arm: Any) -> None:
+    def __init__(self, root: Path, arm: Any, machine_check_seconds: float = 2.0) -> None:
         self.root = root
         self.arm = arm
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.booted: set[str] = set()  # machines whose boot began
         self.stopping = False
         self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        threading.Thread(
+            target=self.stop_agents_of_ended_machines, args=(machine_check_seconds,),
+            daemon=True, name="agents",
+        ).start()
 
     def before_step(self, name: str, event: dict[str, Any]) -> None:
         """The machine boots on its own time, as a real one does: in a thread of its own,
@@ -90,15 +97,12 @@ class LocalAgents:
         if record is None:
             raise LookupError(f"no record {instance_id}")
         directory = self.root / instance_id
-        gpus = write_machine(directory, record.gpu_model, record.gpu_count)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         config = directory / "config.json"
         config.write_text(json.dumps(agent_config_of(record, self.arm)))
         config.chmod(0o600)
-        environment = {
-            **os.environ,
-            "PATH": f"{FAKE_NVIDIA_SMI_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
-            "LOCAL_GPU_DIR": str(directory),
-        }
+        gpus = fake_gpu_environment(instance_id, record.gpu_model, record.gpu_count)
+        environment = {**os.environ, **gpus}
         process = subprocess.Popen(
             [sys.executable, str(AGENT_SOURCE), "--config", str(config)],
             env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -107,7 +111,11 @@ class LocalAgents:
             # terminates the agents (no KeyboardInterrupt traceback from each of them).
             start_new_session=True,
         )
-        log.info("%s: machine booted, agent started (GPU load: %s)", instance_id, gpus)
+        log.info(
+            "%s: machine booted with %s x %s, agent started (its GPUs: %s/%s.json)",
+            instance_id, record.gpu_count, gpus["FAKE_GPU_NAME"], gpus["LOCAL_GPU_DIR"],
+            instance_id,
+        )
         threading.Thread(
             target=self.watch, args=(record, process), daemon=True, name=f"agent-{instance_id}"
         ).start()
@@ -134,7 +142,32 @@ class LocalAgents:
         )
         log.info("%s: machine powered off by its agent", record.id)
 
+    def stop_agents_of_ended_machines(self, every: float) -> None:
+        """A machine that ends takes its agent with it."""
+        while not self.stopped.wait(every):
+            with self.lock:
+                running = {i: p for i, p in self.processes.items() if p.poll() is None}
+            for instance_id, process in running.items():
+                if self.machine_ended(instance_id):
+                    process.terminate()
+                    log.info("%s: machine ended, its agent with it", instance_id)
+
+    @staticmethod
+    def machine_ended(instance_id: str) -> bool:
+        container = bootstrap.container()
+        record = container.repository.get(instance_id)
+        if record is None or record.cloud_resource_id is None:
+            return False
+        try:
+            view = container.providers.get(record.provider).describe(
+                record.cloud_resource_id, record.region
+            )
+        except Exception:  # noqa: BLE001 - an emulation hiccup: look again next time
+            return False
+        return view.state in (CloudState.TERMINATING, CloudState.TERMINATED)
+
     def stop_all(self) -> None:
+        self.stopped.set()
         with self.lock:
             self.stopping = True
             for process in self.processes.values():

@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from chalicelib import logs
+from local.server import ACCESS_LOG
 
 # The local run's own loggers.
 AGENT = "agent"  # the machines' agents (local/agents.py)
-ACCESS = "access"  # the API's access log (one line per request)
+ACCESS = ACCESS_LOG  # the API's access log (one line per request)
 METRICS = "metrics"  # the reaper's EMF documents
 TICKS = "reaper"  # the reaper timer: a tick's summary, a failed tick
 STORY = frozenset({logs.TRANSITIONS.name, logs.ACTIONS.name, AGENT})

@@ -18,13 +18,7 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 from chalice.config import Config
-from chalice.local import (
-    ChaliceRequestHandler,
-    CustomLocalChalice,
-    LocalChalice,
-    LocalDevServer,
-    ThreadedHTTPServer,
-)
+from chalice.local import LocalDevServer
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -38,28 +32,10 @@ from chalicelib.domain.states import LIVE_STATUSES
 from local import console
 from local.agents import LocalAgents
 from local.emulator import REGION, emulated_aws
+from local.gpus import gpu_dir
+from local.server import LISTEN_BACKLOG, local_server
 
 HOST = "127.0.0.1"
-# Connections the API's socket holds while its threads take the ones before (a burst of
-# POSTs); the socket module's default of 5 resets the rest. The kernel caps it at somaxconn.
-API_BACKLOG = 1024
-
-
-class BurstServer(ThreadedHTTPServer):
-    """Chalice's local server (a thread per connection) with a backlog for a burst."""
-
-    request_queue_size = API_BACKLOG
-
-
-class LoggedRequestHandler(ChaliceRequestHandler):
-    """Chalice's request handler, its access log sent to the `access` logger (DEBUG)."""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
-        logging.getLogger(console.ACCESS).debug(
-            "%s %s", self.address_string(), format % args
-        )
-
-
 class PortInUse(SystemExit):
     """A port a variable names is taken: exit status 1 with a sentence naming the variable."""
 
@@ -85,7 +61,7 @@ def listening_socket(variable: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((HOST, port))
-        sock.listen(API_BACKLOG)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as error:
         sock.close()
         raise PortInUse(variable, port, error) from None
@@ -93,17 +69,10 @@ def listening_socket(variable: str, port: int) -> socket.socket:
 
 
 def api_server(app_module: Any, port: int) -> LocalDevServer:
-    """Chalice's local server for the app, as `chalice local` builds it, with the burst
-    backlog and the quiet access log; PortInUse if PORT is taken."""
-    if not isinstance(app_module.app, CustomLocalChalice):
-        CustomLocalChalice.__bases__ = (LocalChalice, app_module.app.__class__)
-        app_module.app.__class__ = CustomLocalChalice
+    """The API's local server (local/server.py); PortInUse if PORT is taken."""
     config = Config.create(chalice_stage="local", app_name=app_module.app.app_name)
     try:
-        return LocalDevServer(
-            app_module.app, config, HOST, port, handler_cls=LoggedRequestHandler,
-            server_cls=BurstServer,
-        )
+        return local_server(app_module.app, config, HOST, port)
     except OSError as error:
         raise PortInUse("PORT", port, error) from None
 
@@ -193,6 +162,7 @@ def main() -> None:
         settings = replace(aws.settings, agent=agent_policy)
         bootstrap.use(Container(settings=settings, azure_connection=aws.azure))
         agents = LocalAgents(Path(machines), aws.arm_fake)
+        gpu_dir().mkdir(parents=True, exist_ok=True)
         aws.router.before_step = agents.before_step
         inspection = moto_server(moto_socket)
         threading.Thread(target=inspection.serve_forever, daemon=True, name="moto").start()
@@ -210,7 +180,7 @@ def main() -> None:
         signal.signal(signal.SIGINT, shut_down)
         print(
             banner(port, moto_port, tick_seconds, aws.settings.table_name, aws.arm.url,
-                   machines),
+                   str(gpu_dir())),
             flush=True,
         )
         try:
@@ -224,7 +194,7 @@ def main() -> None:
 
 
 def banner(
-    port: int, moto_port: int, tick_seconds: float, table: str, arm_url: str, machines: str
+    port: int, moto_port: int, tick_seconds: float, table: str, arm_url: str, gpus: str
 ) -> str:
     api = f"http://{HOST}:{port}"
     return f"""
@@ -232,7 +202,7 @@ Instance Provisioner (local stage) is listening on {api}
   AWS emulation (moto) for inspection: http://{HOST}:{moto_port}
   Azure Resource Manager (local fake, real Azure SDK): {arm_url} (ARM_PORT)
   reaper tick every {tick_seconds:g} s (REAPER_INTERVAL_SECONDS)
-  each machine's agent runs as a process; its GPUs: {machines}/<instance id>/gpus.json
+  each machine runs its agent; make its GPUs busy: echo '{{"utilization": 80}}' > {gpus}/<id>.json
 
 Try:
   curl -s -X POST {api}/api/instances -H 'Authorization: Bearer dev:alice' \\

@@ -24,6 +24,7 @@ from chalicelib.api.requests import (
     NoQuery,
     ProvisionBody,
     ProvisionByRequirement,
+    depth_exceeds,
 )
 from chalicelib.bootstrap import Container
 from chalicelib.domain.agent import GpuFound, GpuReport, GpuSample, Heartbeat
@@ -44,6 +45,8 @@ from chalicelib.services.views import instance_view, iso
 
 _INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
 MAX_BODY_BYTES = 64 * 1024
+# No body of this API nests deeper (metadata: 4 levels inside the body's object).
+MAX_BODY_DEPTH = 16
 
 
 class Endpoints:
@@ -344,11 +347,28 @@ def _json_body(request: Request) -> Any:
             f"The body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted."
         )
     try:
-        return json.loads(raw)
+        data = json.loads(raw, parse_constant=_not_a_json_number)
+    except _NotJsonNumberError as error:
+        raise ValidationError(
+            f"The body is not valid JSON: {error} is not a number JSON allows."
+        ) from None
     except (ValueError, UnicodeDecodeError) as error:
         raise ValidationError(f"The body is not valid JSON: {error}.") from None
     except RecursionError:
         raise ValidationError("The body is nested too deeply to be read.") from None
+    if depth_exceeds(data, MAX_BODY_DEPTH):
+        raise ValidationError(
+            f"The body nests objects and arrays more than {MAX_BODY_DEPTH} levels deep."
+        )
+    return data
+
+
+class _NotJsonNumberError(Exception):
+    """Python's json module reads NaN, Infinity and -Infinity; JSON has no such numbers."""
+
+
+def _not_a_json_number(name: str) -> Any:
+    raise _NotJsonNumberError(name)
 
 
 def _parse(model: type[pydantic.BaseModel], data: Any, what: str) -> Any:

@@ -63,7 +63,7 @@ class _ProvisionCommon(BaseModel):
             return value
         if len(value) > METADATA_MAX_KEYS:
             raise ValueError(f"at most {METADATA_MAX_KEYS} keys")
-        if _depth(value) > METADATA_MAX_DEPTH:
+        if depth_exceeds(value, METADATA_MAX_DEPTH):
             raise ValueError(f"nested at most {METADATA_MAX_DEPTH} levels deep")
         if len(json.dumps(value, separators=(",", ":"))) > METADATA_MAX_BYTES:
             raise ValueError(f"at most {METADATA_MAX_BYTES} bytes as JSON")
@@ -160,12 +160,21 @@ class ListQueryParams(BaseModel):
     cursor: str | None = Field(default=None, min_length=1, max_length=2048)
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
+def depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest deeper than `limit` in `value`; iterative, so no depth
+    of nesting can exhaust the interpreter's recursion limit."""
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is None:
+            continue
+        if depth + 1 > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 class AgentGpuBody(BaseModel):

@@ -379,6 +379,7 @@ def test_the_table_has_the_models_keys_and_indexes_pitr_encryption_and_outlives_
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert properties["SSESpecification"]["SSEEnabled"] is True
+    assert properties["DeletionProtectionEnabled"] is True  # no delete-table by mistake
     assert keys(properties["KeySchema"]) == keys(schema["key_schema"])
     def attributes(definitions: list[dict[str, str]]) -> set[tuple[str, str]]:
         return {(a["AttributeName"], a["AttributeType"]) for a in definitions}
@@ -447,6 +448,8 @@ def test_only_the_cloud_calling_functions_call_ec2_only_the_launch_launches(pack
             assert not ec2, name
         assert ("ec2:RunInstances" in ec2) == (name == "launch_instance"), name
         assert ("ec2:TerminateInstances" in ec2) == (name in TERMINATORS), name
+        # The launch reads its image's root device, to launch it encrypted.
+        assert ("ec2:DescribeImages" in ec2) == (name == "launch_instance"), name
 
 
 def test_ec2_launches_and_tags_need_the_deployments_tags_and_so_do_terminations_on_the_target(

@@ -6,11 +6,13 @@ routes with the secret each found in its machine's user data (tests/simulated_ag
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 
 import boto3
 
 from chalicelib import bootstrap
 from chalicelib.services.agent_bootstrap import USER_DATA_LIMIT, parse_agent_config
+from tests.conftest import START
 from tests.simulated_agents import NO_DRIVER, SILENT, WRONG_GPU
 
 
@@ -271,3 +273,55 @@ def test_the_last_evidence_says_whether_the_client_or_the_gpu_gave_it(
 
     assert api.get(instance["id"])["lastEvidence"] == {
         "at": "2026-03-02T09:06:00.000Z", "source": "gpu"}
+
+
+# -- the dead-man switch --------------------------------------------------------------
+
+
+def test_cut_off_from_the_service_the_agent_stops_its_machine_and_the_record_is_reconciled(
+    api, aws, agents, clock
+):
+    """The real agent program, with the configuration from the machine's user data, on a
+    machine that cannot reach the service: at its dead-man delay it powers the OS off, which
+    terminates the EC2 instance (it was launched so), and the next tick finishes the record
+    billed to the moment the cloud gives."""
+    from chalicelib.agent.provisioner_agent import Agent
+
+    instance = ready_instance(api, aws, autoTerminateMinutes=120, maxLifetimeMinutes=600)
+    ec2 = boto3.client("ec2", region_name=aws.settings.region)
+    machine_id = instance["cloudResourceId"]
+    shutdown = ec2.describe_instance_attribute(
+        InstanceId=machine_id, Attribute="instanceInitiatedShutdownBehavior"
+    )["InstanceInitiatedShutdownBehavior"]["Value"]
+    assert shutdown == "terminate"
+    powered_off = []
+
+    def unreachable(*request):
+        raise OSError("Network is unreachable")
+
+    def machine_commands(argv, timeout):
+        if argv[0] == "nvidia-smi":
+            return 0, "0, Tesla T4, 15360, 535.104.05, 0\n", ""
+        powered_off.append(argv)  # the OS powers off: EC2 terminates the instance
+        ec2.terminate_instances(InstanceIds=[machine_id])
+        return 0, "", ""
+
+    def seconds():
+        return clock().timestamp()
+
+    config = agents.config_of(instance["id"])
+    agent = Agent(config, unreachable, machine_commands, seconds,
+                  lambda s: clock.advance(seconds=s), lambda line: None)
+
+    assert agent.run() == 0
+    assert powered_off == [["systemctl", "poweroff"]]
+    assert clock() == START + timedelta(minutes=130)  # its idle timeout, 120, + 10
+
+    report = api.tick()
+
+    assert report["terminatedOutsideService"] == [instance["id"]]
+    finished = api.get(instance["id"])
+    assert (finished["status"], finished["statusReason"]) == (
+        "TERMINATED", "terminated_outside_service")
+    assert finished["billing"]["endedAt"] == "2026-03-02T11:10:00.000Z"
+

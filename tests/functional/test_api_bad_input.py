@@ -232,6 +232,23 @@ def test_metadata_nested_4_levels_deep_is_accepted(api):
     assert instance["metadata"] == nested(4)
 
 
+@pytest.mark.parametrize("levels", [16, 400, 999])
+def test_metadata_nested_hundreds_of_levels_deep_is_refused_not_crashed(api, levels):
+    # Deep enough to pass Python's recursion limit in any recursive walk of the body.
+    raw = '{"instanceType": "g4dn.xlarge", "metadata": ' + '{"k": ' * levels + "1" + \
+        "}" * levels + "}"
+    assert_error(api.call("POST", INSTANCES, raw_body=raw), 400, "invalid_request", "nest")
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_refused_as_not_json_and_nothing_is_stored(api, constant):
+    raw = '{"instanceType": "g4dn.xlarge", "metadata": {"dose": ' + constant + "}}"
+
+    assert_error(api.call("POST", INSTANCES, raw_body=raw), 400, "invalid_request",
+                 f"{constant} is not a number JSON allows")
+    assert api.call("GET", INSTANCES)[1]["items"] == []
+
+
 def test_metadata_nested_thousands_of_levels_deep_is_refused_not_crashed(api):
     raw = '{"instanceType": "g4dn.xlarge", "metadata": ' + '{"k": ' * 5000 + "1" + \
         "}" * 5000 + "}"
