@@ -7,13 +7,17 @@ from typing import Any
 
 from chalice import Chalice, Rate
 
-from chalicelib import bootstrap, metrics
+from chalicelib import bootstrap, logs, metrics
 from chalicelib.api.contract import OPERATIONS, allowed_methods, chalice_route
 from chalicelib.api.endpoints import Endpoints
 from chalicelib.api.errors import json_errors
 from chalicelib.cognito import CognitoAuthorizer
 
 app = Chalice(app_name="instance-provisioner")
+# Deployed, every log line is one JSON document with the stage and the function; each
+# invocation adds its instance, user and execution where it knows them.
+logs.configure_for_lambda()
+app.register_middleware(logs.bind_invocation_keys, "all")
 
 
 def endpoints() -> Endpoints:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -21,6 +21,10 @@ STUCK_INSTANCES = "StuckInstances"
 REAPER_FAILURES = "ReaperFailures"
 ORPHANS_TERMINATED = "OrphansTerminated"
 TERMINATED_OUTSIDE_SERVICE = "TerminatedOutsideService"
+
+# Where emit() writes when given no stream: stdout (Lambda ships it to CloudWatch Logs), or
+# what send_lines_to() set (`make run` logs the lines at DEBUG).
+_line_sink: Callable[[str], None] | None = None
 
 COUNT = "Count"
 NO_UNIT = "None"
@@ -90,8 +94,18 @@ def tick_records(report: TickReport, stage: str, at: datetime) -> list[dict[str,
     return records
 
 
+def send_lines_to(sink: Callable[[str], None] | None) -> None:
+    """Hand each EMF line to `sink` instead of stdout (None: stdout again)."""
+    global _line_sink
+    _line_sink = sink
+
+
 def emit(records: Iterable[Mapping[str, Any]], stream: TextIO | None = None) -> None:
     """Write each record as one JSON line (the form CloudWatch Logs extracts metrics from)."""
+    if stream is None and _line_sink is not None:
+        for record in records:
+            _line_sink(json.dumps(record, separators=(",", ":")))
+        return
     out = stream or sys.stdout
     for record in records:
         out.write(json.dumps(record, separators=(",", ":")) + "\n")

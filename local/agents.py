@@ -56,6 +56,8 @@ class LocalAgents:
         self.root = root
         self.arm = arm
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.booted: set[str] = set()  # machines whose boot began
+        self.stopping = False
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         threading.Thread(
@@ -64,16 +66,31 @@ class LocalAgents:
         ).start()
 
     def before_step(self, name: str, event: dict[str, Any]) -> None:
+        """The machine boots on its own time, as a real one does: in a thread of its own,
+        not inside the workflow step that asked (a burst of machines booting one after
+        another would outlast the step's timeout); the step sees the agent's report later."""
         instance_id = str(event.get("instanceId", ""))
         if name != "check_instance_agent":
             return
         with self.lock:
-            if instance_id in self.processes:
+            if instance_id in self.booted or self.stopping:
                 return
-            try:
-                self.processes[instance_id] = self.start(instance_id)
-            except (LookupError, OSError) as error:
-                log.warning("no agent for %s: %s", instance_id, error)
+            self.booted.add(instance_id)
+        threading.Thread(
+            target=self.boot, args=(instance_id,), daemon=True, name=f"boot-{instance_id}"
+        ).start()
+
+    def boot(self, instance_id: str) -> None:
+        try:
+            process = self.start(instance_id)
+        except (LookupError, OSError) as error:
+            log.warning("no agent for %s: %s", instance_id, error)
+            return
+        with self.lock:
+            self.processes[instance_id] = process
+            if not self.stopping:
+                return
+        process.terminate()  # booted while make run stops
 
     def start(self, instance_id: str) -> subprocess.Popen[bytes]:
         record = bootstrap.container().repository.get(instance_id)
@@ -90,6 +107,9 @@ class LocalAgents:
             [sys.executable, str(AGENT_SOURCE), "--config", str(config)],
             env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # Its own session: Ctrl-C on `make run` reaches make run alone, which then
+            # terminates the agents (no KeyboardInterrupt traceback from each of them).
+            start_new_session=True,
         )
         log.info(
             "%s: machine booted with %s x %s, agent started (its GPUs: %s/%s.json)",
@@ -149,6 +169,7 @@ class LocalAgents:
     def stop_all(self) -> None:
         self.stopped.set()
         with self.lock:
+            self.stopping = True
             for process in self.processes.values():
                 if process.poll() is None:
                     process.terminate()

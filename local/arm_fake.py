@@ -702,16 +702,17 @@ def _tls_files() -> tuple[str, str]:
 
 
 @contextmanager
-def served(fake: ArmFake, port: int = 0) -> Iterator[ServedArm]:
-    """Serve `fake` over HTTPS on 127.0.0.1 (a free port unless `port` is given) in a thread."""
+def served(fake: ArmFake, port: int = 0, fd: int | None = None) -> Iterator[ServedArm]:
+    """Serve `fake` over HTTPS on 127.0.0.1 (a free port unless `port` is given) in a thread;
+    `fd`: a socket already bound and listening to serve on instead."""
     cert_file, key_file = _tls_files()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     server = make_server(
         "127.0.0.1", port, fake, threaded=True, ssl_context=context,
-        request_handler=_QuietRequestHandler,
+        request_handler=_QuietRequestHandler, fd=fd,
     )
-    fake.base_url = f"https://127.0.0.1:{server.server_port}"
+    fake.base_url = f"https://127.0.0.1:{server.server_address[1]}"
     # A short poll interval keeps shutdown quick (one server per test).
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True,

@@ -5,16 +5,29 @@ document with `Allow`, not the Python HTTP server's 501 HTML page."""
 from __future__ import annotations
 
 import json
+import logging
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from chalice import Chalice
 from chalice.config import Config
-from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer
+from chalice.local import (
+    ChaliceRequestHandler,
+    CustomLocalChalice,
+    LocalChalice,
+    LocalDevServer,
+    ThreadedHTTPServer,
+)
 
 from chalicelib.api.contract import OPERATIONS, allowed_methods
 from chalicelib.api.errors import problem, response_for
 from chalicelib.domain.errors import MethodNotAllowedError
+
+# Connections a listening socket holds while its threads take the ones before (a burst of
+# POSTs); the socket module's default of 5 resets the rest. The kernel caps it at somaxconn.
+LISTEN_BACKLOG = 1024
+ACCESS_LOG = "access"  # the logger of the access log (make run shows it at DEBUG)
 
 _PATHS = [
     (re.compile("^" + re.sub(r"\{[^/]+\}", "[^/]+", path) + "$"), path)
@@ -37,7 +50,17 @@ def refusal(method: str, raw_path: str) -> tuple[int, dict[str, str], bytes]:
     return response.status_code, {str(k): str(v) for k, v in response.headers.items()}, body
 
 
+class BurstServer(ThreadedHTTPServer):
+    """Chalice's local server (a thread per connection) with a backlog for a burst."""
+
+    request_queue_size = LISTEN_BACKLOG
+
+
 class RequestHandler(ChaliceRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        """The access log goes to its logger, not straight to stderr."""
+        logging.getLogger(ACCESS_LOG).debug("%s %s", self.address_string(), format % args)
+
     def _refuse(self) -> None:
         status, headers, body = refusal(self.command, self.path)
         self.send_response(status)
@@ -51,8 +74,10 @@ class RequestHandler(ChaliceRequestHandler):
 
 
 def local_server(app: Chalice, config: Config, host: str, port: int) -> LocalDevServer:
-    """chalice.local.create_local_server, with the handler above."""
+    """chalice.local.create_local_server, with the handler and the backlog above."""
     if not isinstance(app, LocalChalice):  # a second server of one process: done already
         CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
         app.__class__ = CustomLocalChalice
-    return LocalDevServer(app, config, host, port, handler_cls=RequestHandler)
+    return LocalDevServer(
+        app, config, host, port, handler_cls=RequestHandler, server_cls=BurstServer
+    )

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from chalicelib import logs
 from chalicelib.domain.events import DETAIL_TYPE_BY_STATUS, Event
 from chalicelib.domain.instance import Instance
 from chalicelib.domain.states import InstanceStatus
@@ -42,6 +43,7 @@ class Lifecycle:
         now = self.clock()
         moved = instance.transition(target, now, reason, **changes)
         stored = self.repository.save(moved, expected_status=instance.status)
+        log_transition(instance.status, stored)
         event = self.event_for(stored)
         if event is not None:
             if deferred is not None:
@@ -51,6 +53,9 @@ class Lifecycle:
         return stored
 
     def announce(self, instance: Instance) -> None:
+        """The event of a record's current status (a new record's, or one just failed)."""
+        if len(instance.status_history) == 1:
+            log_transition(None, instance)  # a new record
         event = self.event_for(instance)
         if event is not None:
             self.publish([event])
@@ -109,5 +114,14 @@ class Lifecycle:
         now = self.clock()
         failed = released.transition(InstanceStatus.ERROR, now, reason)
         stored = self.repository.save(failed, expected_status=instance.status)
+        log_transition(instance.status, stored)
         self.announce(stored)
         return stored
+
+
+def log_transition(before: InstanceStatus | None, stored: Instance) -> None:
+    """The transitions logger's line for a stored status change (`before` None: created)."""
+    logs.transition(
+        stored.id, stored.user_id, stored.instance_type, before.value if before else None,
+        stored.status.value, stored.status_reason, stored.execution_id,
+    )

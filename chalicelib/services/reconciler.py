@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from chalicelib import logs
 from chalicelib.domain.cloud import CloudState
 from chalicelib.domain.errors import ConcurrentUpdateError
 from chalicelib.domain.events import (
@@ -109,6 +110,9 @@ class Reconciler:
         if action is Action.WARN_EXPIRY:
             self._save(replace(instance, expiry_warned_for=decision.at), instance, now)
             outcome.warned_expiring.append(instance.id)
+            logs.action(
+                "warned of its stop", instance.id, f"{decision.reason} at {iso(decision.at)}"
+            )
             events.append(Event(INSTANCE_EXPIRING, {
                 **instance_view(instance, now),
                 "expiring": {"reason": decision.reason, "at": iso(decision.at)},
@@ -125,7 +129,9 @@ class Reconciler:
                 outcome.finished_outside_service.append(instance.id)
             return None
         if action is Action.END_BILLING:
-            self._save(instance.with_billing_ended(decision.at or now), instance, now)
+            ended = instance.with_billing_ended(decision.at or now)
+            self._save(ended, instance, now)
+            logs.action("billing ended", instance.id, f"at {iso(ended.billing_ended_at)}")
             return None
         if action is Action.REPORT_STUCK:
             self._save(self._reported_stuck(instance, now, outcome, events), instance, now)
@@ -147,6 +153,8 @@ class Reconciler:
         if changed == decision.instance:
             return None
         stored = self._save(changed, decision.instance, now)
+        if action is Action.RESUME_BILLING:
+            logs.action("billing resumed", instance.id, "its machine is still there")
         return stored if owed else None
 
     def _reported_stuck(
@@ -192,6 +200,7 @@ class Reconciler:
                     outcome.failures["terminate"] += 1
                     continue
                 outcome.terminate_sent.append(instance.id)
+                logs.action("terminate sent", instance.id, f"machine {instance.cloud_resource_id}")
                 if not state.is_present:
                     going.append(instance)
                 # else not going yet: billed on until a look shows it going

@@ -54,6 +54,12 @@ RELEASE = WorkflowDefinition(
 WORKFLOWS = (LIFECYCLE, RELEASE)
 
 
+def execution_arn(state_machine_arn: str, execution_name: str) -> str:
+    """The ARN an execution of this name gets: known before it starts."""
+    prefix, _, machine = state_machine_arn.rpartition(":stateMachine:")
+    return f"{prefix}:execution:{machine}:{execution_name}"
+
+
 class StepFunctionsWorkflowStarter:
     def __init__(self, client: SFNClient, state_machine_arn: str) -> None:
         self._client = client
@@ -62,8 +68,7 @@ class StepFunctionsWorkflowStarter:
     def execution_id(self, execution_name: str) -> str:
         """The ARN an execution of this name gets: known before it starts, so the record
         can carry it from its first write."""
-        prefix, _, machine = self._state_machine_arn.rpartition(":stateMachine:")
-        return f"{prefix}:execution:{machine}:{execution_name}"
+        return execution_arn(self._state_machine_arn, execution_name)
 
     def start(self, execution_name: str, execution_input: Mapping[str, object]) -> str:
         response = self._client.start_execution(
