@@ -132,7 +132,7 @@ def stopped_line(instance: Mapping[str, Any]) -> str:
 def types_table(types: Sequence[Mapping[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name, justify in (("NAME", "left"), ("PROVIDER", "left"), ("GPU", "left"),
-                          ("VCPUS", "right"), ("MEMORY", "right"), ("PER HOUR", "right"),
+                          ("VCPUS", "right"), ("MEMORY", "right"), ("HOURLY", "right"),
                           ("BILLING", "left")):
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for item in types:
