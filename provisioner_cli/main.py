@@ -51,7 +51,7 @@ class Environment:
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    # None: whether stdout is a terminal.
+    # Whether stdout is a terminal (live progress, colours); None: ask it.
     terminal: bool | None = None
 
 
@@ -65,7 +65,7 @@ class Session:
 
     @property
     def terminal(self) -> bool:
-        return self.out.is_terminal if self.env.terminal is None else self.env.terminal
+        return self.out.is_terminal
 
     def waiter(self, json_output: bool, interval: float, timeout: float) -> Waiter:
         # With --json, stdout is the JSON alone: progress goes to stderr, as plain lines.
@@ -77,10 +77,10 @@ class Session:
 
 
 def consoles(env: Environment) -> tuple[Console, Console]:
-    out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
+    out = Console(highlight=False, force_terminal=env.terminal)
+    err = Console(stderr=True, highlight=False, force_terminal=env.terminal)
     for console in (out, err):
-        if not console.is_terminal and env.terminal is not True:
+        if not console.is_terminal:
             console.width = PIPE_WIDTH
     return out, err
 
@@ -126,8 +126,7 @@ def session(ctx: typer.Context) -> Session:
 
 
 def fail(message: str, code: ExitCode) -> None:
-    Console(stderr=True, highlight=False, width=PIPE_WIDTH).print(
-        Text(f"error: {message}"))
+    Console(stderr=True, highlight=False, soft_wrap=True).print(Text(f"error: {message}"))
     raise typer.Exit(code)
 
 
@@ -349,7 +348,9 @@ def status(
         failures.clear()
         if not ids:
             wanted = status_filter.value if status_filter else None
-            return s.client.list_instances(wanted, task, owner, limit)
+            listed = s.client.list_instances(wanted, task, owner, limit)
+            # Newest first, also for an operator's listing of everyone (a scan, unordered).
+            return sorted(listed, key=lambda i: str(i["createdAt"]), reverse=True)
         found = []
         for instance_id in ids:
             try:
@@ -399,7 +400,7 @@ def render_now(s: Session) -> str:
 def report_missing(failures: list[ApiError]) -> None:
     if not failures:
         return
-    err = Console(stderr=True, highlight=False, width=PIPE_WIDTH)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     for error in failures:
         err.print(Text(f"error: {error.message}"))
     raise typer.Exit(ExitCode.NOT_FOUND)

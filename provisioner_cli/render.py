@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -123,10 +124,18 @@ def stopped_line(instance: Mapping[str, Any]) -> str:
     if status in ("TERMINATED", "ERROR"):
         line += f"  final cost {money(instance.get('costUsd'))}"
         if started and ended:
-            line += f" for {duration((ended - started).total_seconds())} of running"
+            ran = (ended - started).total_seconds()
+            line += f" (ran {duration(ran)}, billed {duration(billed_seconds(ran, billing))})"
     else:
         line += f"  cost so far {money(instance.get('costUsd'))}"
     return line
+
+
+def billed_seconds(ran: float, billing: Mapping[str, Any]) -> int:
+    """The seconds a run is billed for under the record's rule: whole increments, at least
+    the minimum (the API's costUsd is the authority; this explains it)."""
+    increment = max(1, int(billing.get("incrementSeconds") or 1))
+    return max(int(billing.get("minimumSeconds") or 0), math.ceil(ran / increment) * increment)
 
 
 def types_table(types: Sequence[Mapping[str, Any]]) -> Table:

@@ -36,7 +36,7 @@ class Cli:
     def __call__(
         self, *args: str, user: str | None = "alice", input: str | None = None,
         sleep: Callable[[float], None] | None = None, api: str | None = None,
-        network: bool = False,
+        network: bool = False, terminal: bool = False,
     ) -> Result:
         """Run `provisioner ARGS` as `user`; with `network`, over a real socket to `api`."""
         env = Environment(
@@ -44,7 +44,7 @@ class Cli:
             sleep=sleep or self.sleep,
             monotonic=lambda: self.clock().timestamp(),
             now=self.clock,
-            terminal=False,
+            terminal=terminal,
         )
         options = [] if user is None else ["--token", f"dev:{user}"]
         if api is not None:

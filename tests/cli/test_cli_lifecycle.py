@@ -4,6 +4,7 @@ what it cost, with the lifecycle and release workflows running in the emulation.
 from __future__ import annotations
 
 import json
+import re
 
 from provisioner_cli.exit_codes import ExitCode
 
@@ -122,8 +123,8 @@ def test_stop_wait_follows_each_instance_to_terminated_and_shows_its_final_cost(
     assert record["status"] == "TERMINATED"
     assert record["costUsd"] == MINIMUM_CHARGE
     last = result.stdout.splitlines()[-1]
-    assert last.startswith(f"{instance_id}  TERMINATED (user_request)  final cost "
-                           f"${MINIMUM_CHARGE} for ")
+    assert re.fullmatch(rf"{instance_id}  TERMINATED \(user_request\)  final cost "
+                        rf"\${MINIMUM_CHARGE} \(ran \d+s, billed 1m00s\)", last)
     progress = [line.split()[1] for line in result.stdout.splitlines()[:-1]]
     assert progress[0] == "STOPPING" and progress[-1] == "TERMINATED"
 
@@ -211,3 +212,35 @@ def test_every_json_answer_parses(cli):
     assert [t["name"] for t in catalog["items"]] == ["g4dn.xlarge", "g4dn.12xlarge"]
     assert stopped[0]["status"] == "TERMINATED"
     assert json.loads(json.dumps(stopped)) == stopped
+
+
+def test_status_watch_prints_the_table_again_until_ctrl_c(cli):
+    instance_id = launched_id(cli, "g4dn.xlarge")
+    refreshes: list[float] = []
+
+    def then_interrupt(seconds: float) -> None:
+        refreshes.append(seconds)
+        if len(refreshes) == 2:
+            raise KeyboardInterrupt
+        cli.sleep(seconds)
+
+    result = cli("status", "--watch", "--interval", "5", sleep=then_interrupt)
+
+    assert result.exit_code == 0, result.output
+    shown = [line.split()[3] for line in result.stdout.splitlines() if line.startswith("inst-")]
+    assert len(shown) == 2 and shown[-1] == "READY"
+    assert refreshes == [5, 5]
+    assert instance_id in result.stdout
+
+
+def test_on_a_terminal_the_wait_is_one_live_line_that_ends_ready(cli, api):
+    result = cli("launch", "g4dn.xlarge", "--wait", terminal=True)
+
+    assert result.exit_code == 0, result.output
+    [record] = api.call("GET", "/api/instances")[1]["items"]
+    assert record["status"] == "READY"
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stdout)  # the terminal's codes
+    assert f"{record['id']}  PROVISIONING -> " in screen
+    assert "-> READY  " in screen
+    assert f"\n{record['id']}  PROVISIONING  " not in screen  # no plain progress lines
+    assert "$0.526/h" in screen
