@@ -30,6 +30,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy provisioner_cli
 
 # docs/openapi.json from the request and response models (a test fails if it is stale).
 openapi: $(STAMP)

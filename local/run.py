@@ -84,6 +84,9 @@ def main() -> None:
 
 def banner(port: int, moto_port: int, tick_seconds: float, table: str, arm_url: str) -> str:
     api = f"http://{HOST}:{port}"
+    # The command line's default URL is port 8000's; another port goes in PROVISIONER_API.
+    cli = ".venv/bin/provisioner" if port == 8000 else (
+        f"PROVISIONER_API={api} .venv/bin/provisioner")
     return f"""
 Instance Provisioner (local stage) is listening on {api}
   AWS emulation (moto) for inspection: http://{HOST}:{moto_port}
@@ -91,6 +94,7 @@ Instance Provisioner (local stage) is listening on {api}
   reaper tick every {tick_seconds:g} s (REAPER_INTERVAL_SECONDS)
 
 Try:
+  {cli} launch g4dn.xlarge --wait
   curl -s -X POST {api}/api/instances -H 'Authorization: Bearer dev:alice' \\
        -H 'Content-Type: application/json' -d '{{"instanceType": "g4dn.xlarge"}}'
   curl -s -X POST {api}/api/instances -H 'Authorization: Bearer dev:alice' \\
