@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+import httpx
+
 from provisioner_cli.exit_codes import ExitCode
 
 # g4dn.xlarge billed for EC2's 60-second minimum: 0.526 $/h x 60 s.
@@ -244,3 +246,31 @@ def test_on_a_terminal_the_wait_is_one_live_line_that_ends_ready(cli, api):
     assert "-> READY  " in screen
     assert f"\n{record['id']}  PROVISIONING  " not in screen  # no plain progress lines
     assert "$0.526/h" in screen
+
+
+class AnswerLostOnce(httpx.BaseTransport):
+    """The network between the command and the API: the first POST reaches the API, whose
+    answer is then lost (the connection drops while it is read)."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.posts: list[str | None] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "POST":
+            self.posts.append(request.headers.get("Idempotency-Key"))
+            if len(self.posts) == 1:
+                raise httpx.ReadError("connection reset while reading the answer")
+        return response
+
+
+def test_a_launch_whose_answer_is_lost_is_sent_again_with_its_key_and_launches_once(cli, api):
+    lossy = AnswerLostOnce(cli.transport)
+    cli.transport = lossy
+
+    launched = cli.json("launch", "g4dn.xlarge", "--no-wait")
+
+    first_key, second_key = lossy.posts
+    assert first_key == second_key and first_key
+    assert [i["id"] for i in api.call("GET", "/api/instances")[1]["items"]] == [launched["id"]]
