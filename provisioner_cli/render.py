@@ -67,7 +67,8 @@ def idle_left(instance: Mapping[str, Any], now: datetime) -> str:
 def instances_table(instances: Sequence[Mapping[str, Any]], now: datetime,
                     show_user: bool = False) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("ID", no_wrap=True)
+    # On a narrow terminal the id is folded onto more lines, never cut: it is what `stop` takes.
+    table.add_column("ID", overflow="fold")
     if show_user:
         table.add_column("USER", no_wrap=True)
     for name in ("TYPE", "PROVIDER", "STATUS"):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import httpx
 import typer
@@ -88,7 +88,7 @@ def session(ctx: typer.Context) -> Session:
     return ctx.obj
 
 
-def fail(message: str, code: ExitCode) -> None:
+def fail(message: str, code: ExitCode) -> NoReturn:
     Console(stderr=True, highlight=False, soft_wrap=True).print(Text(f"error: {message}"))
     raise typer.Exit(code)
 

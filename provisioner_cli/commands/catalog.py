@@ -25,9 +25,6 @@ GROUP_BY = {"user": "user", "task": "task", "type": "instanceType", "provider": 
             "day": "day"}
 
 
-# -- catalog, costs, stats --------------------------------------------------------------
-
-
 @api_errors
 def types(
     ctx: typer.Context,

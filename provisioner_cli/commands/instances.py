@@ -46,9 +46,6 @@ def parse_meta(pairs: Iterable[str]) -> dict[str, str]:
     return metadata
 
 
-# -- launch -----------------------------------------------------------------------------
-
-
 @api_errors
 def launch(
     ctx: typer.Context,
@@ -170,9 +167,6 @@ def offer_to_stop(s: Session, instance_id: str) -> None:
     else:
         s.err.print(f"{instance_id} keeps running; stop it with: "
                     f"provisioner stop {instance_id}")
-
-
-# -- stop, activity, limits -------------------------------------------------------------
 
 
 @api_errors

@@ -35,9 +35,6 @@ class Status(StrEnum):
     ERROR = "ERROR"
 
 
-# -- status -----------------------------------------------------------------------------
-
-
 @api_errors
 def status(
     ctx: typer.Context,

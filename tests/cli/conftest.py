@@ -49,7 +49,9 @@ class Cli:
         options = [] if user is None else ["--token", f"dev:{user}"]
         if api is not None:
             options += ["--api", api]
-        return CliRunner().invoke(app, [*options, *args], input=input, obj=env,
+        # A terminal of 120 columns, where the status table fits on one line per instance.
+        columns = {"COLUMNS": "120"} if terminal else {}
+        return CliRunner().invoke(app, [*options, *args], input=input, obj=env, env=columns,
                                   catch_exceptions=False)
 
     def json(self, *args: str, **kwargs: Any) -> Any:

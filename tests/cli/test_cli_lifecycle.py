@@ -274,3 +274,22 @@ def test_a_launch_whose_answer_is_lost_is_sent_again_with_its_key_and_launches_o
     first_key, second_key = lossy.posts
     assert first_key == second_key and first_key
     assert [i["id"] for i in api.call("GET", "/api/instances")[1]["items"]] == [launched["id"]]
+
+
+def test_on_a_terminal_status_watch_redraws_the_table_in_place_until_ctrl_c(cli):
+    instance_id = launched_id(cli, "g4dn.xlarge")
+    refreshes: list[float] = []
+
+    def then_interrupt(seconds: float) -> None:
+        refreshes.append(seconds)
+        if len(refreshes) == 2:
+            raise KeyboardInterrupt
+        cli.sleep(seconds)
+
+    result = cli("status", "--watch", sleep=then_interrupt, terminal=True)
+
+    assert result.exit_code == 0, result.output
+    assert refreshes == [2.0, 2.0]
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stdout)
+    assert "-- " not in screen  # no timestamped reprints: one table, redrawn
+    assert instance_id in screen and "READY" in screen
