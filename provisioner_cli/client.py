@@ -61,7 +61,8 @@ class ApiClient:
         headers = {"Accept": "application/json", "User-Agent": "provisioner-cli"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.base_url = base_url.rstrip("/")
+        # The URL the /api paths hang off; a URL given with its /api is taken as meant.
+        self.base_url = base_url.rstrip("/").removesuffix("/api")
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=headers,

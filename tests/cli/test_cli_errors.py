@@ -111,3 +111,22 @@ def test_an_api_nobody_serves_is_unreachable_exit_6(cli):
     assert result.exit_code == ExitCode.UNREACHABLE
     assert result.stderr.startswith(f"error: Cannot reach the API at {api} (")
     assert "Is it running? Set --api or PROVISIONER_API." in result.stderr
+
+
+def test_an_api_that_fails_exits_7_with_its_detail(cli, faults):
+    faults.fail("stepfunctions", "StartExecution", "ServiceUnavailable")
+
+    result = cli("launch", "g4dn.xlarge", "--no-wait")
+
+    assert result.exit_code == ExitCode.SERVER_ERROR
+    assert result.stderr.strip() == (
+        "error: 503 Service Unavailable: The instance could not be started now; it was "
+        "recorded as ERROR. Try again."
+    )
+
+
+def test_an_api_url_given_with_its_api_path_works_the_same(cli):
+    result = cli("types", "--gpu", "V100", api="http://127.0.0.1:8000/api/")
+
+    assert result.exit_code == 0, result.output
+    assert "p3.2xlarge" in result.stdout
