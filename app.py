@@ -30,8 +30,13 @@ ANY_MEDIA_TYPE = ["*/*"]
 # Deployed stages: API Gateway lets through only requests carrying a valid token of the
 # Cognito user pool (its ARN is a template parameter); the local stage reads dev tokens.
 cognito = CognitoAuthorizer()
-# The only path anyone may call without signing in.
-PUBLIC_PATHS = frozenset({"/api/openapi.json"})
+# Paths without a Cognito token: the OpenAPI document, and the agent routes (which check the
+# instance's agent secret themselves).
+PUBLIC_PATHS = frozenset({
+    "/api/openapi.json",
+    "/api/agent/instances/{instance_id}/ready",
+    "/api/agent/instances/{instance_id}/heartbeat",
+})
 
 
 @app.route(
@@ -84,6 +89,24 @@ def update_instance_limits(instance_id: str) -> Any:
 @json_errors
 def report_instance_activity(instance_id: str) -> Any:
     return endpoints().report_activity(app.current_request, instance_id)
+
+
+# The agent on each machine: no Cognito token, the instance's own agent secret instead.
+@app.route(
+    "/api/agent/instances/{instance_id}/ready", methods=["POST"], content_types=ANY_MEDIA_TYPE
+)
+@json_errors
+def agent_ready(instance_id: str) -> Any:
+    return endpoints().agent_ready(app.current_request, instance_id)
+
+
+@app.route(
+    "/api/agent/instances/{instance_id}/heartbeat", methods=["POST"],
+    content_types=ANY_MEDIA_TYPE,
+)
+@json_errors
+def agent_heartbeat(instance_id: str) -> Any:
+    return endpoints().agent_heartbeat(app.current_request, instance_id)
 
 
 @app.route("/api/instance-types", methods=["GET"], authorizer=cognito)
@@ -142,6 +165,11 @@ def mark_instance_configuring(event: dict, context: Any) -> dict:
 @app.lambda_function(name="check_instance_status")
 def check_instance_status(event: dict, context: Any) -> dict:
     return bootstrap.container().steps.check_status(event)
+
+
+@app.lambda_function(name="check_instance_agent")
+def check_instance_agent(event: dict, context: Any) -> dict:
+    return bootstrap.container().steps.check_agent(event)
 
 
 @app.lambda_function(name="mark_instance_ready")

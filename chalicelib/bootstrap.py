@@ -83,7 +83,10 @@ class Container:
                     clients[region] = self.aws_client("ec2", region)
                 return clients[region]
 
-            return Ec2Provider(self.settings.ec2, ec2_client, self.settings.deployment_name)
+            return Ec2Provider(
+                self.settings.ec2, ec2_client, self.settings.deployment_name,
+                self.settings.cost_tags,
+            )
 
         def azure() -> Any:
             # Builds no client and imports no Azure SDK: that waits for the first Azure call.
@@ -92,6 +95,7 @@ class Container:
             return AzureComputeProvider(
                 self.settings.azure, self._azure_connection,
                 deployment=self.settings.deployment_name,
+                cost_tags=self.settings.cost_tags,
             )
 
         return ProviderRegistry(
@@ -165,6 +169,7 @@ class Container:
             WorkflowTiming(
                 poll_seconds=self.settings.workflow_poll_seconds,
                 max_checks=self.settings.workflow_max_checks,
+                agent_timeout_seconds=self.settings.agent.ready_timeout_minutes * 60,
             ),
             _LazyWorkflow(self, "release_workflow"),
             WorkflowTiming(
@@ -175,10 +180,21 @@ class Container:
         )
 
     @cached_property
+    def agent(self) -> Any:
+        from chalicelib.services.agent import AgentService
+
+        return AgentService(self.repository, self.clock, self.settings.agent)
+
+    @cached_property
     def steps(self) -> Any:
+        from chalicelib.services.agent_bootstrap import stop_method
         from chalicelib.services.steps import LifecycleSteps
 
-        return LifecycleSteps(self.lifecycle)
+        agent = self.settings.agent
+        self_delete = self.settings.azure.agent_identity_id is not None
+        return LifecycleSteps(
+            self.lifecycle, agent, lambda provider: stop_method(provider, agent, self_delete)
+        )
 
     @cached_property
     def reaper(self) -> Any:

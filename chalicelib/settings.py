@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from chalicelib.domain.agent import AgentPolicy
 from chalicelib.domain.instance import (
     DEFAULT_LIFETIME_MINUTES,
     MAX_LIFETIME_MINUTES,
@@ -15,6 +17,9 @@ from chalicelib.domain.instance import (
 )
 
 LOCAL_STAGE = "local"
+# What both EC2 and Azure accept in a tag (Azure refuses < > % & \ ? / in keys).
+_TAG_TEXT = re.compile(r"^[A-Za-z0-9+\-=._:@ ]{1,120}$")
+_TAG_VALUE = re.compile(r"^[A-Za-z0-9+\-=._:/@ ]{0,250}$")
 # A deployment that forgets STAGE must not trust local dev tokens: the default is prod.
 DEFAULT_STAGE = "prod"
 
@@ -41,6 +46,42 @@ def _integer(
     return value
 
 
+def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = environ.get(name) or default
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def cost_allocation_tags(environ: Mapping[str, str]) -> dict[str, str]:
+    """COST_ALLOCATION_TAGS=project=x,cost-center=y: tags put on every resource launched."""
+    raw = environ.get("COST_ALLOCATION_TAGS") or ""
+    tags: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not _TAG_TEXT.match(key) or not _TAG_VALUE.match(value):
+            raise SettingsError(
+                f"COST_ALLOCATION_TAGS must be key=value pairs separated by commas (letters, "
+                f"digits and + - = . _ : / @, keys not starting with provisioner:), got {pair!r}"
+            )
+        if key.startswith("provisioner:"):
+            raise SettingsError(f"COST_ALLOCATION_TAGS may not set the service's tag {key!r}")
+        tags[key] = value
+    return tags
+
+
 def _minutes(environ: Mapping[str, str], name: str, default: int) -> timedelta:
     return timedelta(minutes=_integer(environ, name, default, minimum=1))
 
@@ -51,6 +92,9 @@ class Ec2Settings:
     subnet_id: str | None = None
     security_group_ids: tuple[str, ...] = ()
     key_name: str | None = None
+    # The root volume is always encrypted: with this KMS key, or the account's default key.
+    kms_key_id: str | None = None
+    public_ip: bool = False
 
     @property
     def missing(self) -> list[str]:
@@ -72,6 +116,12 @@ class AzureSettings:
     ssh_public_key: str | None = None
     # Another Resource Manager endpoint than the public cloud's (the local fake, a sovereign cloud).
     arm_endpoint: str | None = None
+    # A user-assigned managed identity given to every VM, allowed to delete VMs of the group:
+    # with it the agent's dead-man switch deletes its own VM (an OS shutdown leaves it billed).
+    agent_identity_id: str | None = None
+    # Encrypt the VM's disks and caches at the host (the subscription must have the
+    # EncryptionAtHost feature registered, so it is a choice, off by default).
+    encryption_at_host: bool = False
 
     @property
     def missing(self) -> list[str]:
@@ -124,6 +174,9 @@ class Settings:
     release_max_checks: int = 60
     # The lifetime of an instance whose POST names none (maxLifetimeMinutes).
     default_lifetime_minutes: int = DEFAULT_LIFETIME_MINUTES
+    agent: AgentPolicy = field(default_factory=AgentPolicy)
+    # Put on every machine, volume and network interface (COST_ALLOCATION_TAGS).
+    cost_tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def accepts_dev_tokens(self) -> bool:
@@ -150,6 +203,8 @@ class Settings:
                     g.strip() for g in env.get("EC2_SECURITY_GROUP_IDS", "").split(",") if g.strip()
                 ),
                 key_name=env.get("EC2_KEY_NAME") or None,
+                kms_key_id=env.get("EC2_KMS_KEY_ID") or None,
+                public_ip=_flag(env, "EC2_PUBLIC_IP", False),
             ),
             azure=AzureSettings(
                 subscription_id=env.get("AZURE_SUBSCRIPTION_ID") or None,
@@ -160,6 +215,8 @@ class Settings:
                 admin_username=env.get("AZURE_ADMIN_USERNAME") or None,
                 ssh_public_key=env.get("AZURE_SSH_PUBLIC_KEY") or None,
                 arm_endpoint=env.get("AZURE_ARM_ENDPOINT") or None,
+                agent_identity_id=env.get("AZURE_AGENT_IDENTITY_ID") or None,
+                encryption_at_host=_flag(env, "AZURE_ENCRYPTION_AT_HOST", False),
             ),
             policy=LifecyclePolicy(
                 provisioning_limit=_minutes(env, "PROVISIONING_LIMIT_MINUTES", 15),
@@ -174,5 +231,19 @@ class Settings:
             default_lifetime_minutes=_integer(
                 env, "DEFAULT_MAX_LIFETIME_MINUTES", DEFAULT_LIFETIME_MINUTES,
                 MIN_LIFETIME_MINUTES, MAX_LIFETIME_MINUTES,
+            ),
+            cost_tags=cost_allocation_tags(env),
+            agent=AgentPolicy(
+                callback_url=(env.get("AGENT_CALLBACK_URL") or "").rstrip("/") or None,
+                heartbeat_seconds=_integer(env, "AGENT_HEARTBEAT_SECONDS", 60, 1, 3600),
+                idle_gpu_utilization_percent=_integer(
+                    env, "IDLE_GPU_UTILIZATION_PERCENT", 5, 0, 100
+                ),
+                deadman_minutes=(
+                    _integer(env, "AGENT_DEADMAN_MINUTES", 0, 1)
+                    if env.get("AGENT_DEADMAN_MINUTES") else None
+                ),
+                ready_timeout_minutes=_integer(env, "AGENT_READY_TIMEOUT_MINUTES", 15, 1),
+                stop_method=_choice(env, "AGENT_STOP_METHOD", ("auto", "exit"), "auto"),
             ),
         )

@@ -5,6 +5,7 @@ and a local Azure Resource Manager (local/arm_fake.py) that the real Azure SDK t
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -72,6 +73,9 @@ class LambdaRouter:
 
     handlers: dict[str, Callable[[dict, Any], Any]]
     invocations: list[tuple[str, dict]] = field(default_factory=list)
+    # Called before each step with its name and event: what goes on meanwhile outside the
+    # workflow (the tests' simulated agents report when the workflow first asks).
+    before_step: Callable[[str, dict], None] | None = None
 
     def invoke(
         self, backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any,
@@ -81,6 +85,8 @@ class LambdaRouter:
         handler = self.handlers.get(name)
         event = json.loads(body or "{}")
         self.invocations.append((name, event))
+        if self.before_step is not None:
+            self.before_step(name, event)
         if handler is None:
             response_headers["x-amz-function-error"] = "Unhandled"
             return _error_payload("ResourceNotFoundException", f"no handler {function_name}")
@@ -170,6 +176,18 @@ def emulated_aws(
                     retrier_decl, "time", types.SimpleNamespace(sleep=retry_waits.append)
                 )
             )
+        # EC2 terminates a terminated instance again without complaint; moto fails on the
+        # network interface it already deleted with it. Make moto as idempotent as EC2.
+        original_terminate = moto_instances.Instance.terminate
+
+        def terminate_again(instance: Any) -> Any:
+            if instance._state.name == "terminated":
+                return copy.copy(instance._state)
+            return original_terminate(instance)
+
+        stack.enter_context(
+            mock.patch.object(moto_instances.Instance, "terminate", terminate_again)
+        )
         fake = ArmFake()
         if clock is not None:
             naive = lambda: clock().astimezone(UTC).replace(tzinfo=None)  # noqa: E731
@@ -255,6 +273,7 @@ def provision_resources(poll_seconds: int, max_checks: int, arm: ServedArm) -> S
         ),
         azure=azure_settings(arm),
         policy=base.policy,
+        agent=base.agent,
         workflow_poll_seconds=poll_seconds,
         workflow_max_checks=max_checks,
         release_poll_seconds=poll_seconds,

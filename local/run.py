@@ -8,7 +8,10 @@ import logging
 import os
 import signal
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
 from chalice.config import Config
@@ -17,6 +20,7 @@ from moto.server import ThreadedMotoServer
 
 from chalicelib import bootstrap
 from chalicelib.bootstrap import Container
+from local.agents import LocalAgents
 from local.emulator import REGION, emulated_aws
 
 HOST = "127.0.0.1"
@@ -51,8 +55,17 @@ def main() -> None:
     arm_port = int(os.environ.get("ARM_PORT", "0"))  # 0: any free port
 
     emulation = emulated_aws(poll_seconds, max_checks, instant_retries=False, arm_port=arm_port)
-    with emulation as aws:
-        bootstrap.use(Container(settings=aws.settings, azure_connection=aws.azure))
+    with emulation as aws, TemporaryDirectory(prefix="provisioner-machines-") as machines:
+        # The machines' agents call this server, and stop a machine by exiting (LocalAgents
+        # then terminates it); AGENT_HEARTBEAT_SECONDS etc. still apply.
+        agent_policy = replace(
+            aws.settings.agent, callback_url=f"http://{HOST}:{port}", stop_method="exit",
+            heartbeat_seconds=int(os.environ.get("AGENT_HEARTBEAT_SECONDS", "15")),
+        )
+        settings = replace(aws.settings, agent=agent_policy)
+        bootstrap.use(Container(settings=settings, azure_connection=aws.azure))
+        agents = LocalAgents(Path(machines), aws.arm_fake)
+        aws.router.before_step = agents.before_step
         moto_server = ThreadedMotoServer(ip_address=HOST, port=moto_port, verbose=False)
         moto_server.start()
 
@@ -72,17 +85,21 @@ def main() -> None:
         signal.signal(signal.SIGTERM, shut_down)
         signal.signal(signal.SIGINT, shut_down)
         print(
-            banner(port, moto_port, tick_seconds, aws.settings.table_name, aws.arm.url),
+            banner(port, moto_port, tick_seconds, aws.settings.table_name, aws.arm.url,
+                   machines),
             flush=True,
         )
         try:
             server.serve_forever()
         finally:
             stop.set()
+            agents.stop_all()
             moto_server.stop()
 
 
-def banner(port: int, moto_port: int, tick_seconds: float, table: str, arm_url: str) -> str:
+def banner(
+    port: int, moto_port: int, tick_seconds: float, table: str, arm_url: str, machines: str
+) -> str:
     api = f"http://{HOST}:{port}"
     # The command line's default URL is port 8000's; another port goes in PROVISIONER_API.
     cli = ".venv/bin/provisioner" if port == 8000 else (
@@ -92,6 +109,7 @@ Instance Provisioner (local stage) is listening on {api}
   AWS emulation (moto) for inspection: http://{HOST}:{moto_port}
   Azure Resource Manager (local fake, real Azure SDK): {arm_url} (ARM_PORT)
   reaper tick every {tick_seconds:g} s (REAPER_INTERVAL_SECONDS)
+  each machine's agent runs as a process; its GPUs: {machines}/<instance id>/gpus.json
 
 Try:
   {cli} launch g4dn.xlarge --wait

@@ -15,6 +15,7 @@ from chalice.test import Client
 from chalicelib import bootstrap
 from chalicelib.bootstrap import Container
 from local.emulator import EmulatedAws, emulated_aws
+from tests.simulated_agents import SimulatedAgents
 
 START = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 
@@ -109,6 +110,26 @@ def aws(clock: FakeClock, faults: CloudFaults) -> Iterator[EmulatedAws]:
 
 
 @pytest.fixture
+def agents(aws: EmulatedAws) -> Iterator[SimulatedAgents]:
+    """The emulated machines' agents: each reports healthy GPUs when the workflow first asks
+    (set `behaviour[instance id or "default"]` for another answer)."""
+    import app
+
+    with Client(app.app) as client:
+        def post(path: str, body: dict, headers: dict[str, str]) -> tuple[int, Any]:
+            response = client.http.post(
+                path, body=json.dumps(body),
+                headers={"Content-Type": "application/json", **headers},
+            )
+            return response.status_code, json.loads(response.body or b"null")
+
+        simulated = SimulatedAgents(post, aws.arm_fake)
+        aws.router.before_step = simulated.before_step
+        yield simulated
+        aws.router.before_step = None
+
+
+@pytest.fixture
 def lifecycle_events(aws: EmulatedAws) -> Callable[[], list[dict]]:
     """The lifecycle events put on the bus, read back through a rule and an SQS queue."""
     sqs = boto3.client("sqs", region_name=aws.settings.region)
@@ -183,6 +204,13 @@ class Api:
         )
         assert status == 202, instance
         return instance
+
+
+@pytest.fixture(autouse=True)
+def _machines_have_agents(request: pytest.FixtureRequest) -> None:
+    """Every test that runs the emulation gets the simulated agents (READY needs them)."""
+    if "aws" in request.fixturenames:
+        request.getfixturevalue("agents")
 
 
 @pytest.fixture

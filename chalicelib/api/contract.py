@@ -15,7 +15,9 @@ from chalicelib.api import requests, responses
 PROBLEM_JSON = "application/problem+json"
 ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Bad input: the problem document says which field and what is allowed.",
-    401: "No bearer token, or one this stage does not accept.",
+    401: "No bearer token, or one this stage does not accept (agent routes: not this "
+    "instance's agent secret).",
+    410: "The instance is finished; its agent should stop the machine.",
     404: "No such instance, or one that belongs to someone else.",
     405: "The path does not support this method; `Allow` lists those it does.",
     409: "The instance's current state does not allow this change, or a request with the "
@@ -43,6 +45,8 @@ class Operation:
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
     authenticated: bool = True
+    # The credential: "bearer" (a user's token) or "agent" (an instance's agent secret).
+    security: str = "bearer"
     description: str = ""
     success_headers: dict[str, str] = field(default_factory=dict)
     # Request headers the operation reads: name -> (description, JSON schema).
@@ -54,6 +58,7 @@ class Operation:
 
 
 INSTANCE = "/api/instances/{instanceId}"
+AGENT = "/api/agent/instances/{instanceId}"
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -134,6 +139,28 @@ OPERATIONS: tuple[Operation, ...] = (
         200, responses.InstanceTypeList, (400,), query=requests.InstanceTypesQuery,
     ),
     Operation(
+        "reportAgentReady", "POST", AGENT + "/ready", "The agent's boot report of the GPUs",
+        200, responses.AgentInstructions, (400, 410, 413, 415), body=requests.AgentReadyBody,
+        security="agent",
+        description=(
+            "Called by the agent on the machine at boot with what `nvidia-smi` found. The "
+            "lifecycle workflow moves the instance to READY only once this report matches "
+            "the catalog's GPUs (model and count), and to ERROR `gpu_check_failed` if not. "
+            "A repeated report is ignored. See docs/agent.md."
+        ),
+    ),
+    Operation(
+        "reportAgentHeartbeat", "POST", AGENT + "/heartbeat", "The agent's GPU heartbeat",
+        200, responses.AgentInstructions, (400, 410, 413, 415), body=requests.AgentHeartbeatBody,
+        security="agent",
+        description=(
+            "Per-GPU utilization, memory and processes, every `heartbeatSeconds`. A GPU "
+            "above IDLE_GPU_UTILIZATION_PERCENT or with a process is evidence of activity: "
+            "the idle clock starts again. The answer tells the agent its dead-man delay, "
+            "the lifetime deadline, and whether to stop the machine."
+        ),
+    ),
+    Operation(
         "openapi", "GET", "/api/openapi.json", "This document", 200, None, (400,),
         query=requests.NoQuery, authenticated=False,
     ),
@@ -186,6 +213,16 @@ def openapi_document() -> dict[str, Any]:
                 if not _is_query_model_name(name)
             },
             "securitySchemes": {
+                "agent": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": (
+                        "`Agent <secret>`: the per-instance secret the agent on the machine "
+                        "received in its user data. It opens that instance's agent routes and "
+                        "nothing else; the service keeps only its hash."
+                    ),
+                },
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
@@ -248,7 +285,7 @@ def _operation_object(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
         "summary": op.summary,
         "parameters": parameters,
         "responses": answers,
-        "security": [{"bearer": []}] if op.authenticated else [],
+        "security": [{op.security: []}] if op.authenticated else [],
     }
     if op.description:
         result["description"] = op.description

@@ -16,6 +16,8 @@ from chalicelib.api.identity import caller_from
 from chalicelib.api.requests import (
     INSTANCE_ID_PATTERN,
     ActivityBody,
+    AgentHeartbeatBody,
+    AgentReadyBody,
     InstanceTypesQuery,
     LimitsBody,
     ListQueryParams,
@@ -24,8 +26,11 @@ from chalicelib.api.requests import (
     ProvisionByRequirement,
 )
 from chalicelib.bootstrap import Container
+from chalicelib.domain.agent import GpuFound, GpuReport, GpuSample, Heartbeat
 from chalicelib.domain.catalog import InstanceType, Offer, Requirement, offer_order
 from chalicelib.domain.errors import (
+    AgentRefusedError,
+    DomainError,
     InstanceNotFoundError,
     MethodNotAllowedError,
     PayloadTooLargeError,
@@ -33,6 +38,7 @@ from chalicelib.domain.errors import (
     ValidationError,
 )
 from chalicelib.domain.identity import Caller
+from chalicelib.services.agent import AgentInstructions
 from chalicelib.services.instances import ProvisionRequest
 from chalicelib.services.views import instance_view, iso
 
@@ -135,6 +141,36 @@ class Endpoints:
             caller, _checked_id(instance_id), body.autoTerminateMinutes, body.maxLifetimeMinutes
         )
         return self._view(instance)
+
+    def agent_ready(self, request: Request, instance_id: str) -> dict[str, Any]:
+        secret = agent_secret(request.headers or {})
+        body = _parse(AgentReadyBody, _json_body(request), "request body")
+        report = GpuReport(
+            ok=body.ok,
+            gpus=tuple(
+                GpuFound(g.index, g.name, g.memoryTotalMib, g.driverVersion, g.eccErrors)
+                for g in body.gpus
+            ),
+            reported_at=self.container.clock(),
+            error=body.error,
+        )
+        instance_id = _checked_id(instance_id, refused=AgentRefusedError)
+        return instructions_view(self.container.agent.report_ready(instance_id, secret, report))
+
+    def agent_heartbeat(self, request: Request, instance_id: str) -> dict[str, Any]:
+        secret = agent_secret(request.headers or {})
+        body = _parse(AgentHeartbeatBody, _json_body(request), "request body")
+        heartbeat = Heartbeat(
+            at=self.container.clock(),
+            gpus=tuple(
+                GpuSample(g.index, g.utilizationPercent, g.memoryUsedMib, g.processes)
+                for g in body.gpus
+            ),
+            healthy=body.healthy,
+            error=body.error,
+        )
+        instance_id = _checked_id(instance_id, refused=AgentRefusedError)
+        return instructions_view(self.container.agent.heartbeat(instance_id, secret, heartbeat))
 
     def report_activity(self, request: Request, instance_id: str) -> dict[str, Any]:
         caller = self._caller(request)
@@ -248,11 +284,37 @@ def idempotency_key(headers: Any) -> str | None:
     return str(value)
 
 
-def _checked_id(instance_id: str) -> str:
+def _checked_id(
+    instance_id: str, refused: type[DomainError] = InstanceNotFoundError
+) -> str:
     # An id that cannot exist answers like an unknown one: nothing to learn from the shape.
     if not _INSTANCE_ID.match(instance_id):
+        if refused is AgentRefusedError:
+            raise AgentRefusedError("This agent secret is not valid for this instance.")
         raise InstanceNotFoundError(f"No instance with id {instance_id!r}.")
     return instance_id
+
+
+def agent_secret(headers: Any) -> str:
+    """The secret of an agent call (`Authorization: Agent <secret>`): a user's bearer token
+    opens no agent route."""
+    header = headers.get("authorization") or headers.get("Authorization") or ""
+    scheme, _, secret = header.strip().partition(" ")
+    if scheme != "Agent" or not secret.strip():
+        raise AgentRefusedError(
+            "Agent routes take the instance's agent secret: send 'Authorization: Agent <secret>'."
+        )
+    return secret.strip()
+
+
+def instructions_view(instructions: AgentInstructions) -> dict[str, Any]:
+    return {
+        "status": instructions.status.value,
+        "heartbeatSeconds": instructions.heartbeat_seconds,
+        "deadmanSeconds": instructions.deadman_seconds,
+        "lifetimeDeadline": iso(instructions.lifetime_deadline),
+        "stop": instructions.stop,
+    }
 
 
 def _query(request: Request) -> dict[str, Any]:

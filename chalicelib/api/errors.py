@@ -32,6 +32,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (domain.ConcurrentUpdateError, 409),
     (domain.IdempotencyKeyInUseError, 409),
     (domain.IdempotencyKeyReusedError, 422),
+    (domain.InstanceFinishedError, 410),
     (domain.PayloadTooLargeError, 413),
     (domain.UnsupportedMediaTypeError, 415),
     (domain.UnsatisfiableRequestError, 422),
@@ -70,7 +71,8 @@ def response_for(error: Exception) -> Response:
         if isinstance(error, error_type):
             headers: dict[str, str] = {}
             if status == 401:
-                headers["WWW-Authenticate"] = "Bearer"
+                agent = isinstance(error, domain.AgentRefusedError)
+                headers["WWW-Authenticate"] = "Agent" if agent else "Bearer"
             if isinstance(error, domain.MethodNotAllowedError):
                 headers["Allow"] = ", ".join(error.allowed)
             if isinstance(error, CloudThrottlingError | domain.IdempotencyKeyInUseError):

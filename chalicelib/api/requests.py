@@ -166,3 +166,43 @@ def _depth(value: Any) -> int:
     if isinstance(value, list):
         return 1 + max((_depth(v) for v in value), default=0)
     return 0
+
+
+class AgentGpuBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # a newer agent may say more
+
+    index: int = Field(ge=0, le=63)
+    name: str = Field(max_length=128)
+    memoryTotalMib: int | None = Field(default=None, ge=0)  # None: nvidia-smi said [N/A]
+    driverVersion: str = Field(max_length=64)
+    eccErrors: int | None = Field(default=None, ge=0)
+
+
+class AgentReadyBody(BaseModel):
+    """The agent's boot report (see docs/agent.md)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    ok: bool
+    gpus: list[AgentGpuBody] = Field(default_factory=list, max_length=64)
+    error: str | None = Field(default=None, max_length=500)
+
+
+class AgentGpuSampleBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    index: int = Field(ge=0, le=63)
+    # None where nvidia-smi answers [N/A] or its process query failed.
+    utilizationPercent: int | None = Field(default=None, ge=0, le=100)
+    memoryUsedMib: int | None = Field(default=None, ge=0)
+    processes: int | None = Field(default=None, ge=0)
+
+
+class AgentHeartbeatBody(BaseModel):
+    """The agent's heartbeat (see docs/agent.md)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    gpus: list[AgentGpuSampleBody] = Field(default_factory=list, max_length=64)
+    healthy: bool = True
+    error: str | None = Field(default=None, max_length=500)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -29,6 +29,39 @@ class StatusChange(BaseModel):
     status: InstanceStatus
     at: str
     reason: str | None
+
+
+class AgentGpu(BaseModel):
+    index: int
+    name: str = Field(description="as nvidia-smi names it, e.g. Tesla T4")
+    memoryTotalMib: int | None = Field(description="null where nvidia-smi gave none")
+    driverVersion: str
+    eccErrors: int | None
+
+
+class GpuUtilization(BaseModel):
+    index: int
+    utilizationPercent: int | None = Field(description="null where nvidia-smi gave none")
+    memoryUsedMib: int | None
+    processes: int | None = Field(description="null when the process query failed")
+
+
+class AgentReport(BaseModel):
+    """What the agent on the machine found at boot, and its last heartbeat."""
+
+    reportedAt: str | None
+    ok: bool | None
+    error: str | None
+    gpus: list[AgentGpu]
+    lastHeartbeatAt: str | None
+    utilization: list[GpuUtilization]
+
+
+class Evidence(BaseModel):
+    """The last evidence of activity: a client's /activity report, or a busy GPU."""
+
+    at: str
+    source: Literal["client", "gpu"]
 
 
 class InstanceRecord(BaseModel):
@@ -66,6 +99,8 @@ class InstanceRecord(BaseModel):
     readyAt: str | None
     terminatedAt: str | None
     executionId: str | None
+    agent: AgentReport | None = Field(description="set once the agent on the machine reported")
+    lastEvidence: Evidence | None
     statusHistory: list[StatusChange]
     metadata: dict[str, Any]
 
@@ -130,6 +165,16 @@ class InstanceType(BaseModel):
 
 class InstanceTypeList(BaseModel):
     items: list[InstanceType]
+
+
+class AgentInstructions(BaseModel):
+    """What the service tells the agent after each call."""
+
+    status: InstanceStatus
+    heartbeatSeconds: int
+    deadmanSeconds: int = Field(description="stop the machine after this long without an answer")
+    lifetimeDeadline: str = Field(description="stop the machine at this time in any case")
+    stop: bool = Field(description="the instance is stopping: stop the machine now")
 
 
 class FieldProblem(BaseModel):

@@ -116,3 +116,15 @@ class IdempotencyKeyInUseError(DomainError):
         super().__init__(message)
         self.fields = [{"field": "Idempotency-Key", "problem": "a request with it is running"}]
         self.key = key
+
+
+class AgentRefusedError(AuthenticationError):
+    """An agent call without the instance's own secret (or for an unknown instance)."""
+
+    code = "agent_unauthorized"
+
+
+class InstanceFinishedError(DomainError):
+    """The instance is finished: its agent's calls are refused, and it should stop."""
+
+    code = "instance_finished"

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from chalicelib.domain.agent import GpuReport, Heartbeat
 from chalicelib.domain.billing import run_cost
 from chalicelib.domain.catalog import BillingRule
 from chalicelib.domain.states import (
@@ -106,6 +107,13 @@ class Instance:
     max_lifetime_minutes: int = DEFAULT_LIFETIME_MINUTES
     # The deadline the last `Instance Expiring` warning was about (one warning per deadline).
     expiry_warned_for: datetime | None = None
+    # The agent on the machine: the hash of its secret, what it found at boot, its last
+    # heartbeat; and the last evidence of activity (a client's report, or a busy GPU).
+    agent_secret_hash: str | None = None
+    gpu_report: GpuReport | None = None
+    last_heartbeat: Heartbeat | None = None
+    last_evidence_at: datetime | None = None
+    last_evidence_source: str | None = None
     status_history: tuple[StatusChange, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     version: int | None = None
@@ -201,8 +209,12 @@ class Instance:
         until = min(now, self.billing_ended_at) if self.billing_ended_at else now
         return replace(self, accrued_cost=self.cost_at(now), accrued_until=until, updated_at=now)
 
-    def with_activity(self, now: datetime) -> Instance:
-        return replace(self, last_activity_at=now, updated_at=now)
+    def with_activity(self, now: datetime, source: str = "client") -> Instance:
+        """Evidence of activity: the idle clock starts again."""
+        return replace(
+            self, last_activity_at=now, last_evidence_at=now, last_evidence_source=source,
+            updated_at=now,
+        )
 
     def with_terminate_requested(self, now: datetime) -> Instance:
         return replace(

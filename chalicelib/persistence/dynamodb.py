@@ -25,6 +25,7 @@ from pynamodb.exceptions import PutError, PynamoDBException
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
+from chalicelib.domain.agent import GpuFound, GpuReport, GpuSample, Heartbeat
 from chalicelib.domain.catalog import BillingRule
 from chalicelib.domain.errors import (
     ConcurrentUpdateError,
@@ -154,6 +155,11 @@ class InstanceModel(Model):
     stuck_reported_at = UTCDateTimeAttribute(null=True)
     max_lifetime_minutes = NumberAttribute(null=True)
     expiry_warned_for = UTCDateTimeAttribute(null=True)
+    agent_secret_hash = UnicodeAttribute(null=True)
+    gpu_report = JSONAttribute(null=True)
+    last_heartbeat = JSONAttribute(null=True)
+    last_evidence_at = UTCDateTimeAttribute(null=True)
+    last_evidence_source = UnicodeAttribute(null=True)
     status_history = ListAttribute(of=StatusChangeMap, default=list)
     metadata = JSONAttribute(default=dict)
     live_status = UnicodeAttribute(null=True)
@@ -226,6 +232,11 @@ def _to_model(instance: Instance, policy: LifecyclePolicy) -> InstanceModel:
         stuck_reported_at=instance.stuck_reported_at,
         max_lifetime_minutes=instance.max_lifetime_minutes,
         expiry_warned_for=instance.expiry_warned_for,
+        agent_secret_hash=instance.agent_secret_hash,
+        gpu_report=_report_to_json(instance.gpu_report),
+        last_heartbeat=_heartbeat_to_json(instance.last_heartbeat),
+        last_evidence_at=instance.last_evidence_at,
+        last_evidence_source=instance.last_evidence_source,
         status_history=[
             StatusChangeMap(status=c.status.value, at=c.at, reason=c.reason)
             for c in instance.status_history
@@ -280,12 +291,76 @@ def _to_instance(model: InstanceModel) -> Instance:
         # Records written before lifetimes existed get the default cap.
         max_lifetime_minutes=int(model.max_lifetime_minutes or DEFAULT_LIFETIME_MINUTES),
         expiry_warned_for=model.expiry_warned_for,
+        agent_secret_hash=model.agent_secret_hash,
+        gpu_report=_report_from_json(model.gpu_report),
+        last_heartbeat=_heartbeat_from_json(model.last_heartbeat),
+        last_evidence_at=model.last_evidence_at,
+        last_evidence_source=model.last_evidence_source,
         status_history=tuple(
             StatusChange(InstanceStatus(c.status), c.at, c.reason) for c in model.status_history
         ),
         metadata=dict(model.metadata or {}),
         version=model.version,
     )
+
+
+def _report_to_json(report: GpuReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {
+        "ok": report.ok, "error": report.error, "at": report.reported_at.isoformat(),
+        "gpus": [
+            {"index": g.index, "name": g.name, "memoryTotalMib": g.memory_total_mib,
+             "driverVersion": g.driver_version, "eccErrors": g.ecc_errors}
+            for g in report.gpus
+        ],
+    }
+
+
+def _report_from_json(data: dict[str, Any] | None) -> GpuReport | None:
+    if not data:
+        return None
+    return GpuReport(
+        ok=bool(data["ok"]), error=data.get("error"),
+        reported_at=datetime.fromisoformat(data["at"]),
+        gpus=tuple(
+            GpuFound(int(g["index"]), str(g["name"]), _optional_int(g.get("memoryTotalMib")),
+                     str(g["driverVersion"]), g.get("eccErrors"))
+            for g in data.get("gpus", [])
+        ),
+    )
+
+
+def _heartbeat_to_json(heartbeat: Heartbeat | None) -> dict[str, Any] | None:
+    if heartbeat is None:
+        return None
+    return {
+        "at": heartbeat.at.isoformat(), "healthy": heartbeat.healthy, "error": heartbeat.error,
+        "gpus": [
+            {"index": g.index, "utilizationPercent": g.utilization_percent,
+             "memoryUsedMib": g.memory_used_mib, "processes": g.processes}
+            for g in heartbeat.gpus
+        ],
+    }
+
+
+def _heartbeat_from_json(data: dict[str, Any] | None) -> Heartbeat | None:
+    if not data:
+        return None
+    return Heartbeat(
+        at=datetime.fromisoformat(data["at"]), healthy=bool(data.get("healthy", True)),
+        error=data.get("error"),
+        gpus=tuple(
+            GpuSample(int(g["index"]), _optional_int(g.get("utilizationPercent")),
+                      _optional_int(g.get("memoryUsedMib")), _optional_int(g.get("processes")))
+            for g in data.get("gpus", [])
+        ),
+    )
+
+
+def _optional_int(value: Any) -> int | None:
+    # What nvidia-smi did not know is kept as null.
+    return None if value is None else int(value)
 
 
 # -- cursors --------------------------------------------------------------------------

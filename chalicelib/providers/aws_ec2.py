@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -111,11 +111,45 @@ class Ec2Provider:
     name = "aws"
 
     def __init__(
-        self, settings: Ec2Settings, client_factory: Callable[[str], Any], deployment: str
+        self,
+        settings: Ec2Settings,
+        client_factory: Callable[[str], Any],
+        deployment: str,
+        cost_tags: Mapping[str, str] | None = None,
     ) -> None:
         self._settings = settings
         self._client_for = client_factory
         self._deployment = deployment
+        self._cost_tags = dict(cost_tags or {})
+        # The image's root device name and size, per AMI (one DescribeImages each).
+        self._root_devices: dict[str, tuple[str, int | None]] = {}
+
+    def _encrypted_root(self, client: Any) -> dict[str, Any]:
+        """The image's root volume, encrypted (with the deployment's KMS key if it names one)
+        and deleted with the instance."""
+        ami = str(self._settings.ami_id)
+        if ami not in self._root_devices:
+            with _translated("DescribeImages"):
+                images = client.describe_images(ImageIds=[ami])["Images"]
+            if not images:
+                raise CloudConfigurationError(
+                    f"EC2 image {ami} (EC2_AMI_ID) was not found",
+                    cloud_code="InvalidAMIID.NotFound",
+                )
+            image = images[0]
+            device = image.get("RootDeviceName") or "/dev/xvda"
+            root = next(
+                (m for m in image.get("BlockDeviceMappings", []) if m.get("DeviceName") == device),
+                {},
+            )
+            self._root_devices[ami] = (device, root.get("Ebs", {}).get("VolumeSize"))
+        device, size = self._root_devices[ami]
+        ebs: dict[str, Any] = {"Encrypted": True, "DeleteOnTermination": True}
+        if size:
+            ebs["VolumeSize"] = size  # the image's own size: restated, not changed
+        if self._settings.kms_key_id:
+            ebs["KmsKeyId"] = self._settings.kms_key_id
+        return {"DeviceName": device, "Ebs": ebs}
 
     def launch(self, request: LaunchRequest) -> CloudInstanceView:
         if not self._settings.ami_id:
@@ -125,6 +159,8 @@ class Ec2Provider:
         if existing is not None:
             return existing
         tags = {
+            # Cost-allocation tags first: the service's own tags cannot be overridden.
+            **self._cost_tags,
             MANAGED_TAG: "true",
             DEPLOYMENT_TAG: self._deployment,
             RECORD_ID_TAG: request.record_id,
@@ -134,25 +170,37 @@ class Ec2Provider:
         if request.task_id:
             tags[TASK_ID_TAG] = request.task_id
         tag_list = [{"Key": key, "Value": value} for key, value in tags.items()]
+        client = self._client_for(request.region)
+        interface: dict[str, Any] = {
+            "DeviceIndex": 0,
+            # Medical workloads: no public address unless the deployment asks for one.
+            "AssociatePublicIpAddress": self._settings.public_ip,
+            "DeleteOnTermination": True,
+        }
+        if self._settings.subnet_id:
+            interface["SubnetId"] = self._settings.subnet_id
+        if self._settings.security_group_ids:
+            interface["Groups"] = list(self._settings.security_group_ids)
         params: dict[str, Any] = {
             "ImageId": self._settings.ami_id,
             "InstanceType": request.instance_type,
             "MinCount": 1,
             "MaxCount": 1,
             "ClientToken": _client_token(request.record_id),
-            "MetadataOptions": {"HttpTokens": "required"},
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+            # The agent's dead-man switch powers the OS off: that must end the instance.
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "NetworkInterfaces": [interface],
+            "BlockDeviceMappings": [self._encrypted_root(client)],
             "TagSpecifications": [
                 {"ResourceType": kind, "Tags": tag_list}
                 for kind in ("instance", "volume", "network-interface")
             ],
         }
-        if self._settings.subnet_id:
-            params["SubnetId"] = self._settings.subnet_id
-        if self._settings.security_group_ids:
-            params["SecurityGroupIds"] = list(self._settings.security_group_ids)
+        if request.user_data:
+            params["UserData"] = request.user_data  # boto3 base64-encodes it
         if self._settings.key_name:
             params["KeyName"] = self._settings.key_name
-        client = self._client_for(request.region)
         with _translated("RunInstances"):
             instance = client.run_instances(**params)["Instances"][0]
         return self._view(client, instance)

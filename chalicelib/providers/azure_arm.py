@@ -3,6 +3,7 @@ the first Azure call only, so importing the app (or building the provider) never
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -127,11 +128,24 @@ def vm_parameters(
     size: str,
     nic_id: str,
     tags: Mapping[str, str],
+    user_data: str | None = None,
 ) -> compute.VirtualMachine:
     user = str(settings.admin_username)
+    extra: dict[str, Any] = {}
+    if settings.agent_identity_id:
+        # The agent's dead-man switch deletes its own VM with this identity (docs/agent.md).
+        extra["identity"] = compute.VirtualMachineIdentity(
+            type="UserAssigned",
+            user_assigned_identities={
+                settings.agent_identity_id: compute.UserAssignedIdentitiesValue()
+            },
+        )
+    if settings.encryption_at_host:
+        extra["security_profile"] = compute.SecurityProfile(encryption_at_host=True)
     return compute.VirtualMachine(
         location=str(settings.location),
         tags=dict(tags),
+        **extra,
         hardware_profile=compute.HardwareProfile(vm_size=size),
         storage_profile=compute.StorageProfile(
             image_reference=image_reference(str(settings.image_reference)),
@@ -141,6 +155,8 @@ def vm_parameters(
         os_profile=compute.OSProfile(
             computer_name=vm_name,
             admin_username=user,
+            # cloud-init reads customData: the agent, its configuration and its unit.
+            custom_data=base64.b64encode(user_data.encode()).decode() if user_data else None,
             linux_configuration=compute.LinuxConfiguration(
                 disable_password_authentication=True,
                 ssh=compute.SshConfiguration(

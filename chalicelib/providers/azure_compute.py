@@ -179,9 +179,11 @@ class AzureComputeProvider:
         connection: AzureConnection | None = None,
         *,
         deployment: str,
+        cost_tags: Mapping[str, str] | None = None,
     ) -> None:
         self._settings = settings
         self._deployment = deployment
+        self._cost_tags = dict(cost_tags or {})
         self._connection = connection or AzureConnection()
         self._clients: Any = None
         self._lock = threading.Lock()
@@ -197,6 +199,7 @@ class AzureComputeProvider:
         from chalicelib.providers import azure_arm
 
         tags = {
+            **self._cost_tags,
             MANAGED_TAG: "true",
             DEPLOYMENT_TAG: self._deployment,
             RECORD_ID_TAG: request.record_id,
@@ -227,7 +230,8 @@ class AzureComputeProvider:
                 vm = arm.compute.virtual_machines.begin_create_or_update(
                     group, vm_name,
                     azure_arm.vm_parameters(
-                        self._settings, vm_name, request.instance_type, str(nic.id), tags
+                        self._settings, vm_name, request.instance_type, str(nic.id), tags,
+                        request.user_data,
                     ),
                     polling=False,
                 ).result()

@@ -30,6 +30,9 @@ class LaunchRequest:
     task_id: str | None
     instance_type: str
     region: str
+    # The cloud-init document that installs and starts the agent (EC2 UserData, Azure
+    # customData); it carries the instance's agent secret.
+    user_data: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+from chalicelib.domain.agent import CLIENT
 from chalicelib.domain.catalog import Catalog, Offer, Requirement
 from chalicelib.domain.errors import (
     ConcurrentUpdateError,
@@ -58,6 +59,8 @@ class WorkflowTiming:
 
     poll_seconds: int
     max_checks: int
+    # How long the lifecycle workflow waits for the agent's GPU report.
+    agent_timeout_seconds: int = 900
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,7 @@ class InstanceService:
                     "instanceId": stored.id,
                     "pollSeconds": self.timing.poll_seconds,
                     "maxChecks": self.timing.max_checks,
+                    "agentTimeoutSeconds": self.timing.agent_timeout_seconds,
                 },
             )
         except Exception as error:
@@ -217,7 +221,7 @@ class InstanceService:
                 return instance  # a repeated DELETE changes nothing
             return self.lifecycle.move(instance, InstanceStatus.STOPPING, "user_request")
 
-        stopping = _retry_on_race(stop)
+        stopping = retry_on_race(stop)
         if stopping.status is InstanceStatus.STOPPING:
             self.hand_off_release(stopping)
         return stopping
@@ -282,7 +286,7 @@ class InstanceService:
                 max_lifetime_minutes=max_lifetime_minutes or instance.max_lifetime_minutes,
             )
 
-        return _retry_on_race(update)
+        return retry_on_race(update)
 
     # -- activity -------------------------------------------------------------------
 
@@ -299,9 +303,13 @@ class InstanceService:
             if instance.status is target:
                 # A heartbeat: same state, the idle clock starts again.
                 return self._update(instance.with_activity(self.clock()))
-            return self.lifecycle.move(instance, target, f"activity:{state}")
+            now = self.clock()
+            return self.lifecycle.move(
+                instance, target, f"activity:{state}",
+                last_evidence_at=now, last_evidence_source=CLIENT,
+            )
 
-        return _retry_on_race(report)
+        return retry_on_race(report)
 
     # -- stats ----------------------------------------------------------------------
 
@@ -320,7 +328,7 @@ class InstanceService:
 RACE_ATTEMPTS = 3
 
 
-def _retry_on_race(action: Callable[[], Instance]) -> Instance:
+def retry_on_race(action: Callable[[], Instance]) -> Instance:
     """Run a read-decide-write action again when another writer (the workflow, the reaper)
     changed the record in between; each attempt re-reads, so it decides on fresh state."""
     for _ in range(RACE_ATTEMPTS - 1):

@@ -6,14 +6,21 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from chalicelib.domain.agent import AgentPolicy, gpu_mismatch, new_agent_secret
 from chalicelib.domain.errors import ConcurrentUpdateError, InstanceNotFoundError
 from chalicelib.domain.instance import Instance
 from chalicelib.domain.states import InstanceStatus
 from chalicelib.providers.base import CloudLaunchFailedError, CloudState, LaunchRequest
+from chalicelib.services.agent import deadman_for
+from chalicelib.services.agent_bootstrap import agent_config, user_data
 from chalicelib.services.lifecycle import Lifecycle
+
+# The agent's stop method for a provider's machines (chalicelib/services/agent_bootstrap.py).
+StopMethods = Callable[[str], dict[str, Any]]
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +32,21 @@ class CloudNotReadyError(Exception):
     """The machine did not reach the awaited state within the allowed number of checks."""
 
 
+class GpuCheckFailedError(Exception):
+    """The agent reported GPUs other than the catalog's, or could not query them."""
+
+
+class AgentTimeoutError(Exception):
+    """The agent on the machine did not report within AGENT_READY_TIMEOUT_MINUTES."""
+
+
 class LifecycleSteps:
-    def __init__(self, lifecycle: Lifecycle) -> None:
+    def __init__(self, lifecycle: Lifecycle, agent: AgentPolicy, agent_stop: StopMethods) -> None:
         self.lifecycle = lifecycle
         self.repository = lifecycle.repository
         self.clock = lifecycle.clock
+        self.agent = agent
+        self.agent_stop = agent_stop
 
     def launch(self, state: WorkflowState) -> WorkflowState:
         instance = self._load(state)
@@ -40,15 +57,30 @@ class LifecycleSteps:
                 self.lifecycle.release_and_store(instance)
             return _stopped(state)
         provider = self.lifecycle.providers.get(instance.provider)
-        view = provider.launch(
-            LaunchRequest(
-                record_id=instance.id,
-                user_id=instance.user_id,
-                task_id=instance.task_id,
-                instance_type=instance.instance_type,
-                region=instance.region,
+        view = provider.find_for_record(instance.id, instance.region)
+        if view is None:
+            # A new machine gets a new agent secret: its hash is stored before the launch,
+            # so the machine's agent can always prove itself (a retried launch that finds
+            # the machine by its tag keeps the secret it was launched with).
+            secret, digest = new_agent_secret()
+            instance = self.repository.save(
+                replace(instance, agent_secret_hash=digest, updated_at=self.clock()),
+                expected_status=InstanceStatus.PROVISIONING,
             )
-        )
+            config = agent_config(
+                instance, secret, self.agent, self.agent_stop(instance.provider),
+                int(deadman_for(instance, self.agent).total_seconds()),
+            )
+            view = provider.launch(
+                LaunchRequest(
+                    record_id=instance.id,
+                    user_id=instance.user_id,
+                    task_id=instance.task_id,
+                    instance_type=instance.instance_type,
+                    region=instance.region,
+                    user_data=user_data(config),
+                )
+            )
         # Billing starts when the cloud accepted the launch, by the cloud's own clock.
         launched_at = instance.launched_at or view.launched_at or self.clock()
         launched = replace(
@@ -127,6 +159,25 @@ class LifecycleSteps:
             return {**state, "attempt": 0, "checksPassed": True}
         return self._next_attempt(state, "passing its status checks")
 
+    def check_agent(self, state: WorkflowState) -> WorkflowState:
+        """READY needs the agent's word: the GPUs it found must be the catalog's."""
+        instance = self._load(state)
+        if instance.status is not InstanceStatus.CONFIGURING:
+            return _stopped(state)
+        report = instance.gpu_report
+        if report is not None:
+            mismatch = gpu_mismatch(report, instance.gpu_model, instance.gpu_count)
+            if mismatch is not None:
+                raise GpuCheckFailedError(mismatch[:300])
+            return {**state, "attempt": 0, "agentReady": True}
+        waited = self.clock() - instance.status_entered_at
+        timeout = int(state.get("agentTimeoutSeconds", self.agent.ready_timeout_minutes * 60))
+        if waited.total_seconds() >= timeout:
+            raise AgentTimeoutError(
+                f"the agent on the machine did not report within {timeout // 60} minutes"
+            )
+        return {**state, "agentReady": False}
+
     def mark_ready(self, state: WorkflowState) -> WorkflowState:
         instance = self._load(state)
         if instance.status is not InstanceStatus.CONFIGURING:
@@ -190,7 +241,11 @@ _REASONS: dict[str, tuple[str, str]] = {
     "CloudNotReadyError": ("launch_timeout", "the machine did not become ready in time"),
     "States.Timeout": ("launch_timeout", "a step of the launch did not finish in time"),
     "StoreUnavailableError": ("internal_error", "the service could not store the record"),
+    "AgentTimeoutError": ("agent_timeout", ""),
+    "GpuCheckFailedError": ("gpu_check_failed", ""),
 }
+# Errors whose message is a sentence of ours, shown as it is.
+_OWN_MESSAGES = ("AgentTimeoutError", "GpuCheckFailedError")
 _DEFAULT_REASON = ("internal_error", "the service failed while it started the instance")
 # The cloud's error code our adapters end their messages with: "... failed (CODE)".
 _CLOUD_CODE = re.compile(r"\(([A-Za-z][A-Za-z0-9.]{1,63})\)\s*$")
@@ -202,12 +257,14 @@ def failure_reason(error: dict[str, Any]) -> str:
     text (AWS and Azure messages carry ARNs, table names and account ids)."""
     name = str(error.get("Error") or "")
     code, sentence = _REASONS.get(name, _DEFAULT_REASON)
-    if name.startswith("Cloud") and name in _REASONS:
-        cause = error.get("Cause") or ""
-        try:
-            message = str(json.loads(cause).get("errorMessage", ""))
-        except (ValueError, AttributeError):
-            message = ""
+    cause = error.get("Cause") or ""
+    try:
+        message = str(json.loads(cause).get("errorMessage", ""))
+    except (ValueError, AttributeError):
+        message = ""
+    if name in _OWN_MESSAGES:
+        sentence = message or name
+    elif name.startswith("Cloud") and name in _REASONS:
         found = _CLOUD_CODE.search(message)
         if found:
             sentence += f" ({found[1]})"

@@ -59,9 +59,37 @@ def instance_view(instance: Instance, now: datetime) -> dict[str, Any]:
         "readyAt": iso(instance.ready_at),
         "terminatedAt": iso(instance.terminated_at),
         "executionId": instance.execution_id,
+        "agent": agent_view(instance),
+        "lastEvidence": (
+            {"at": iso(instance.last_evidence_at), "source": instance.last_evidence_source}
+            if instance.last_evidence_at is not None else None
+        ),
         "statusHistory": [
             {"status": c.status.value, "at": iso(c.at), "reason": c.reason}
             for c in instance.status_history
         ],
         "metadata": instance.metadata,
+    }
+
+
+def agent_view(instance: Instance) -> dict[str, Any] | None:
+    """What the agent on the machine reported: the GPUs at boot, and the last heartbeat."""
+    report, heartbeat = instance.gpu_report, instance.last_heartbeat
+    if report is None and heartbeat is None:
+        return None
+    return {
+        "reportedAt": iso(report.reported_at) if report else None,
+        "ok": report.ok if report else None,
+        "error": report.error if report else None,
+        "gpus": [
+            {"index": g.index, "name": g.name, "memoryTotalMib": g.memory_total_mib,
+             "driverVersion": g.driver_version, "eccErrors": g.ecc_errors}
+            for g in (report.gpus if report else ())
+        ],
+        "lastHeartbeatAt": iso(heartbeat.at) if heartbeat else None,
+        "utilization": [
+            {"index": g.index, "utilizationPercent": g.utilization_percent,
+             "memoryUsedMib": g.memory_used_mib, "processes": g.processes}
+            for g in (heartbeat.gpus if heartbeat else ())
+        ],
     }

@@ -37,6 +37,7 @@ LIFECYCLE = WorkflowDefinition(
         "CheckInstanceRunningFunctionArn": "check_instance_running",
         "MarkInstanceConfiguringFunctionArn": "mark_instance_configuring",
         "CheckInstanceStatusFunctionArn": "check_instance_status",
+        "CheckInstanceAgentFunctionArn": "check_instance_agent",
         "MarkInstanceReadyFunctionArn": "mark_instance_ready",
         "RecordInstanceErrorFunctionArn": "record_instance_error",
     },

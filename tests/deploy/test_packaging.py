@@ -49,16 +49,30 @@ STAGE = "prod"
 CONFIG = json.loads((CHALICE_DIR / "config.json").read_text())
 DEPLOYMENT = CONFIG["stages"][STAGE]["environment_variables"]["DEPLOYMENT_NAME"]
 STEP_FUNCTIONS = {name for workflow in WORKFLOWS for name in workflow.task_functions.values()}
-CLOUD_CALLERS = (STEP_FUNCTIONS - {"mark_instance_configuring", "mark_instance_ready"}) | {
+CLOUD_CALLERS = (
+    STEP_FUNCTIONS - {"mark_instance_configuring", "check_instance_agent", "mark_instance_ready"}
+) | {
     "reaper",
 }
 # Each function that may terminate a machine, and why: a launch that lost a race, a failed
 # launch, a tick (idle, stopped, orphan), a DELETE.
 TERMINATORS = {"launch_instance", "record_instance_error", "reaper", "release_instance"}
-PUBLIC_PATHS = {"/api/openapi.json"}
+# Without a Cognito token: the OpenAPI document, and the agent routes (the instance's own
+# agent secret, checked by the route).
+PUBLIC_PATHS = {
+    "/api/openapi.json",
+    "/api/agent/instances/{instance_id}/ready",
+    "/api/agent/instances/{instance_id}/heartbeat",
+}
 # What CloudFormation substitutes for the pseudo parameters, to read an environment as a
 # deployed function does.
-PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": "111122223333"}
+PSEUDO = {
+    "AWS::Partition": "aws",
+    "AWS::Region": "eu-west-1",
+    "AWS::AccountId": "111122223333",
+    "AWS::URLSuffix": "amazonaws.com",
+    "RestAPI": "a1b2c3d4e5",  # the API's id
+}
 
 
 @dataclass
@@ -729,3 +743,12 @@ def test_wildcard_regions_and_accounts_of_policy_arns_are_bound_to_the_stack():
         "*",
         {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/b"},
     ]
+
+
+def test_the_machines_agents_call_the_deployed_apis_own_url(package):
+    variables = package.function("launch_instance")["Properties"]["Environment"]["Variables"]
+    stage = CONFIG["stages"][STAGE]["api_gateway_stage"]
+
+    assert variables["AGENT_CALLBACK_URL"] == {
+        "Fn::Sub": f"https://${{RestAPI}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{stage}"
+    }

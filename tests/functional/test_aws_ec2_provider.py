@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -131,7 +133,7 @@ def test_launching_twice_for_the_same_record_returns_the_same_instance(
     assert sum(len(r["Instances"]) for r in tagged["Reservations"]) == 1
 
 
-def test_describe_of_a_running_instance_reports_running_passed_checks_and_ips(
+def test_describe_of_a_running_instance_reports_running_passed_checks_and_a_private_ip_only(
     provider: Ec2Provider,
 ):
     # moto answers RunInstances with "pending" and every later describe with "running",
@@ -143,7 +145,56 @@ def test_describe_of_a_running_instance_reports_running_passed_checks_and_ips(
     assert view.state is CloudState.RUNNING
     assert view.checks_passed is True
     assert view.private_ip
-    assert view.public_ip
+    assert view.public_ip is None  # no public address unless the deployment asks
+
+
+def test_a_deployment_that_asks_for_public_ips_gets_them(ec2: Any, settings: Ec2Settings):
+    provider = Ec2Provider(replace(settings, public_ip=True), lambda region: ec2, DEPLOYMENT)
+
+    launched = provider.launch(launch_request())
+
+    assert provider.describe(launched.resource_id, REGION).public_ip
+
+
+def test_a_launch_has_the_secure_defaults_of_a_medical_workload(ec2: Any, settings: Ec2Settings):
+    provider = Ec2Provider(
+        replace(settings, kms_key_id="alias/medical"), lambda region: ec2, DEPLOYMENT,
+        cost_tags={"project": "oncology", "cost-center": "cc-12"},
+    )
+
+    launched = provider.launch(replace(launch_request(), user_data="#cloud-config\n{}"))
+
+    machine = instance(ec2, launched.resource_id)
+    assert machine["MetadataOptions"]["HttpTokens"] == "required"  # IMDSv2 only
+    shutdown = ec2.describe_instance_attribute(
+        InstanceId=launched.resource_id, Attribute="instanceInitiatedShutdownBehavior"
+    )
+    assert shutdown["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
+    [root] = machine["BlockDeviceMappings"]
+    volume = ec2.describe_volumes(VolumeIds=[root["Ebs"]["VolumeId"]])["Volumes"][0]
+    assert volume["Encrypted"] is True
+    assert volume["KmsKeyId"].endswith("alias/medical")
+    assert root["Ebs"]["DeleteOnTermination"] is True
+    for resource in (machine, volume):
+        assert {"project": "oncology", "cost-center": "cc-12"}.items() <= tags_of(
+            resource
+        ).items()
+    data = ec2.describe_instance_attribute(InstanceId=launched.resource_id, Attribute="userData")
+    assert base64.b64decode(data["UserData"]["Value"]) == b"#cloud-config\n{}"
+
+
+def test_cost_allocation_tags_cannot_override_the_services_own_tags(
+    ec2: Any, settings: Ec2Settings
+):
+    provider = Ec2Provider(
+        settings, lambda region: ec2, DEPLOYMENT,
+        cost_tags={MANAGED_TAG: "false", RECORD_ID_TAG: "someone-else"},
+    )
+
+    launched = provider.launch(launch_request())
+
+    tags = tags_of(instance(ec2, launched.resource_id))
+    assert (tags[MANAGED_TAG], tags[RECORD_ID_TAG]) == ("true", "rec-1")
 
 
 def test_describe_of_a_stopped_instance_reports_stopped_without_passed_checks(
@@ -216,7 +267,7 @@ def test_launch_with_an_unknown_ami_raises_a_configuration_error_with_the_cloud_
         provider.launch(launch_request())
 
     assert caught.value.cloud_code == "InvalidAMIID.NotFound"
-    assert str(caught.value) == "EC2 RunInstances failed (InvalidAMIID.NotFound)"
+    assert str(caught.value) == "EC2 DescribeImages failed (InvalidAMIID.NotFound)"
 
 
 @pytest.fixture
@@ -243,6 +294,10 @@ def test_a_refused_run_instances_raises_the_domain_error_of_its_code(
 ):
     provider, stubber = stubbed
     stubber.add_response("describe_instances", {"Reservations": []})
+    stubber.add_response(
+        "describe_images",
+        {"Images": [{"ImageId": "ami-12345678", "RootDeviceName": "/dev/xvda"}]},
+    )
     stubber.add_client_error("run_instances", service_error_code=code, service_message="no")
 
     with pytest.raises(error_class) as caught:

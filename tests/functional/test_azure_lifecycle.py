@@ -237,7 +237,8 @@ def test_one_lifecycle_makes_these_arm_calls_in_this_order(api, aws):
     vm, nic = instance["id"], f"{instance['id']}-nic"
     assert aws.arm_fake.calls == [
         "GET openid ", "POST token ",  # sign-in, once per process while the token is valid
-        f"GET virtualMachines {vm}",  # Launch: none yet (404)
+        f"GET virtualMachines {vm}",  # Launch: none yet (404), so a new agent secret
+        f"GET virtualMachines {vm}",  # the provider's own look before it creates one
         f"PUT networkInterfaces {nic}",
         f"PUT virtualMachines {vm}",  # accepted (201), not awaited
         f"GET virtualMachines {vm}",  # CheckRunning: Creating
