@@ -34,7 +34,8 @@ def test_launch_wait_follows_the_instance_to_ready_and_shows_how_to_reach_it(cli
     assert details["id"] == record["id"]
     assert details["type"] == "g4dn.xlarge (aws, us-east-1)"
     assert details["gpu"] == "1 x T4"
-    assert details["ip"] == f"{record['publicIp']} (public), {record['privateIp']} (private)"
+    assert record["publicIp"] is None  # machines get no public address by default
+    assert details["ip"] == f"{record['privateIp']} (private)"
     assert details["rate"] == "$0.526/h"
     assert record["taskId"] == "scan-0042"
 
