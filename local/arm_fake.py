@@ -91,6 +91,7 @@ class _Vm:
     reads: int = 0
     deleting: bool = False
     delete_reads: int = 0
+    identity: dict[str, Any] | None = None  # the managed identities assigned to the VM
 
 
 @dataclass
@@ -532,10 +533,13 @@ class ArmFake:
         })
         if instance_view:
             properties["instanceView"] = self._instance_view(vm)
-        return {
+        body = {
             "id": vm.resource_id, "name": vm.name, "type": f"{COMPUTE}/virtualMachines",
             "location": vm.location, "tags": vm.tags, "properties": properties,
         }
+        if vm.identity is not None:
+            body["identity"] = vm.identity
+        return body
 
     def _not_found(self, kind: str, namespace: str, params: dict[str, str]) -> Response:
         return _error(404, "ResourceNotFound",
@@ -566,6 +570,7 @@ class ArmFake:
             location=body.get("location") or self.location, tags=body.get("tags") or {},
             properties=properties, vm_id=str(uuid.uuid4()), created_at=self.clock().isoformat(),
             failure=self._provisioning_failures.pop(0) if self._provisioning_failures else None,
+            identity=body.get("identity"),
         )
         self._vms[key] = vm
         for reference in properties["networkProfile"]["networkInterfaces"]:

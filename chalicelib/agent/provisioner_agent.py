@@ -2,6 +2,8 @@
 """Instance Provisioner agent: reports the GPUs, heartbeats their use, stops the machine when
 told to or cut off from the service (docs/agent.md)."""
 # Standard library, Python 3.8 (GPU images ship old Pythons), small (user data is 16 KB at most).
+from __future__ import annotations
+
 import argparse
 import contextlib
 import json
@@ -12,8 +14,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 UTC = timezone.utc
+# (method, url, headers, body, timeout) -> (status, body); raises OSError when unanswered.
+Transport = Callable[[str, str, Dict[str, str], Optional[bytes], float], Tuple[int, bytes]]
+# (argv, timeout) -> (exit code, stdout, stderr).
+Runner = Callable[[List[str], float], Tuple[int, str, str]]
 
 IMDS = "http://169.254.169.254"
 ARM = "https://management.azure.com"
@@ -30,14 +37,14 @@ class GpuError(Exception):
     """nvidia-smi gave no usable answer; the message is the reason the service is sent."""
 
 
-def deadline(value):
+def deadline(value: object) -> float | None:
     if value is None:
         return None
     moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def number(text):
+def number(text: str) -> int | None:
     """nvidia-smi's number, or None for its [N/A] and [Not Supported]."""
     try:
         return int(float(text))
@@ -45,11 +52,11 @@ def number(text):
         return None
 
 
-def first_line(text):
+def first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")[:160]
 
 
-def seconds(value, name):
+def seconds(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError(f"{name} must be a positive number, not {value!r}")
     return float(value)
@@ -58,8 +65,10 @@ def seconds(value, name):
 class Agent:
     """One machine's agent; HTTP, commands, clocks and sleep are passed in."""
 
-    def __init__(self, config, transport, run, clock, sleep, log, monotonic=None,
-                 imds_url=IMDS, arm_url=ARM):
+    def __init__(self, config: dict[str, Any], transport: Transport, run: Runner,
+                 clock: Callable[[], float], sleep: Callable[[float], None],
+                 log: Callable[[str], None], monotonic: Callable[[], float] | None = None,
+                 imds_url: str = IMDS, arm_url: str = ARM) -> None:
         self.instance_id, self.secret = str(config["instanceId"]), str(config["secret"])
         if not self.secret:
             raise ValueError("secret is empty")
@@ -69,22 +78,24 @@ class Agent:
         self.deadline = deadline(config.get("lifetimeDeadline"))
         self.idle_percent = float(config.get("idleGpuUtilizationPercent", 5))
         self.command_timeout = float(config.get("commandTimeoutSeconds", 10))
-        self.stop = config.get("stop") or {"method": "command", "command": POWER_OFF}
+        self.stop: dict[str, Any] = config.get("stop") or {"method": "command",
+                                                            "command": POWER_OFF}
         if self.stop.get("method") not in ("command", "azure-self-delete", "exit"):
             raise ValueError(f"unknown stop method {self.stop.get('method')!r}")
         self.transport, self.run_command, self.clock, self.sleep = transport, run, clock, sleep
         self.monotonic = monotonic or clock
         self.imds, self.arm, self.print, self.hidden = imds_url, arm_url, log, [self.secret]
         self.last_contact = self.monotonic()
-        self.busy = self.state = None
+        self.busy: bool | None = None
+        self.state: tuple[object, ...] | None = None
 
-    def log(self, message):
+    def log(self, message: str) -> None:
         for hidden in self.hidden:
             message = message.replace(hidden, "[hidden]")
         stamp = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.print(f"{stamp} provisioner-agent {self.instance_id}: {message}")
 
-    def run(self):
+    def run(self) -> int:
         """Reports, then heartbeats; returns the exit code once the machine is stopped."""
         ready, delay = False, 1.0
         while True:
@@ -104,7 +115,7 @@ class Agent:
             self.wait(self.heartbeat if ready else delay)
             delay = min(delay * 2, 30.0)
 
-    def expired(self):
+    def expired(self) -> str | None:
         silent = self.monotonic() - self.last_contact
         if silent >= self.deadman:
             return f"dead-man switch: no answer from the service for {silent:.0f} s"
@@ -112,14 +123,14 @@ class Agent:
             return "the lifetime deadline has passed"
         return None
 
-    def wait(self, most):
+    def wait(self, most: float) -> None:
         """Sleeps, but no later than the dead-man switch or the lifetime is due."""
         due = self.deadman - (self.monotonic() - self.last_contact)
         if self.deadline is not None:
             due = min(due, self.deadline - self.clock())
         self.sleep(max(0.0, min(most, due)))
 
-    def call(self, route, body):
+    def call(self, route: str, body: dict[str, Any]) -> tuple[int | None, dict[str, Any]]:
         """POSTs to an agent route: (status, None when unanswered; the answer's object)."""
         headers = {"Authorization": "Agent " + self.secret, "Content-Type": "application/json"}
         try:
@@ -140,20 +151,21 @@ class Agent:
             answer = None
         return status, answer if isinstance(answer, dict) else {}
 
-    def adopt(self, answer):
+    def adopt(self, answer: dict[str, Any]) -> None:
         try:
             limits = (seconds(answer.get("heartbeatSeconds", self.heartbeat), "heartbeatSeconds"),
                       seconds(answer.get("deadmanSeconds", self.deadman), "deadmanSeconds"),
                       deadline(answer["lifetimeDeadline"]) if "lifetimeDeadline" in answer
                       else self.deadline)
         except (TypeError, ValueError) as error:
-            return self.log(f"heartbeat: ignored the answer's limits ({error})")
+            self.log(f"heartbeat: ignored the answer's limits ({error})")
+            return
         state = limits + (answer.get("status"),)
         if state != self.state:
             self.log(f"the service says: {json.dumps(answer)}")
         self.state, (self.heartbeat, self.deadman, self.deadline) = state, limits
 
-    def table(self, argv, row):
+    def table(self, argv: list[str], row: Callable[..., Any]) -> list[Any]:
         """nvidia-smi's CSV lines, each made a value by `row`."""
         try:
             code, out, err = self.run_command(argv, self.command_timeout)
@@ -170,7 +182,7 @@ class Agent:
         except (TypeError, ValueError):
             raise GpuError("unparseable nvidia-smi output: " + first_line(out)) from None
 
-    def gpu_report(self):
+    def gpu_report(self) -> dict[str, Any]:
         try:
             gpus = self.table(READY_QUERY, lambda index, name, memory, driver, ecc: {
                 "index": int(index), "name": name, "memoryTotalMib": number(memory),
@@ -180,15 +192,15 @@ class Agent:
             return {"ok": False, "gpus": [], "error": str(error)}
         return {"ok": True, "gpus": gpus, "error": None}
 
-    def heartbeat_report(self):
+    def heartbeat_report(self) -> dict[str, Any]:
         try:
             gpus = dict(self.table(USE_QUERY, lambda index, uuid, used, memory: (uuid, {
                 "index": int(index), "utilizationPercent": number(used),
                 "memoryUsedMib": number(memory), "processes": 0})))
-        except GpuError as error:
-            self.log(f"GPU query failed: {error}")
-            return {"gpus": [], "healthy": False, "error": str(error)}
-        error = None
+        except GpuError as failed:
+            self.log(f"GPU query failed: {failed}")
+            return {"gpus": [], "healthy": False, "error": str(failed)}
+        error: str | None = None
         try:
             for uuid in self.table(APPS_QUERY, lambda uuid, *_: uuid):
                 if uuid in gpus:
@@ -205,7 +217,7 @@ class Agent:
             self.log(f"GPUs {'busy' if busy else 'idle'}: {report}")
         return {"gpus": report, "healthy": error is None, "error": error}
 
-    def stop_machine(self, reason):
+    def stop_machine(self, reason: str) -> int:
         self.log("stopping the machine: " + reason)
         if self.stop["method"] == "exit":
             code = int(self.stop.get("code", 3))
@@ -218,7 +230,8 @@ class Agent:
             return self.power_off(self.stop.get("fallbackCommand") or POWER_OFF)
         return self.power_off(self.stop.get("command") or POWER_OFF)
 
-    def power_off(self, argv):
+    def power_off(self, argv: list[str]) -> int:
+        code: int | str
         try:
             code, _, err = self.run_command(list(argv), 30.0)
         except Exception as error:  # nothing is left to try: say so and exit
@@ -227,9 +240,10 @@ class Agent:
                  f"{first_line(err)}")
         return STOPPED if code == 0 else STOP_FAILED
 
-    def azure_self_delete(self):
+    def azure_self_delete(self) -> bool:
         """Deletes this VM through Resource Manager, as the VM's own managed identity."""
-        def ask(method, url, headers, accept=(200,)):
+        def ask(method: str, url: str, headers: dict[str, str],
+                accept: tuple[int, ...] = (200,)) -> str:
             status, body = self.transport(method, url, headers, None, 5.0)
             if status not in accept:
                 raise RuntimeError(f"{method} {url.split('?')[0]}: HTTP {status}")
@@ -254,7 +268,8 @@ class Agent:
         return False
 
 
-def http_call(method, url, headers, body, timeout):
+def http_call(method: str, url: str, headers: dict[str, str], body: bytes | None,
+              timeout: float) -> tuple[int, bytes]:
     """One HTTP exchange: (status, body) for any answer; OSError when there is none."""
     request = urllib.request.Request(url, data=body, headers=headers, method=method)
     # Azure's IMDS must be reached directly, never through a proxy.
@@ -266,7 +281,7 @@ def http_call(method, url, headers, body, timeout):
         return error.code, error.read()
 
 
-def run_command(argv, timeout):
+def run_command(argv: list[str], timeout: float) -> tuple[int, str, str]:
     """(exit code, stdout, stderr); FileNotFoundError when absent, TimeoutError when slow."""
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
@@ -281,12 +296,12 @@ def run_command(argv, timeout):
     return process.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Instance Provisioner agent")
     parser.add_argument("--config", required=True)
     path = parser.parse_args(argv).config
 
-    def log(message):
+    def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     try:

@@ -310,5 +310,5 @@ def test_the_agent_runs_on_the_python_3_8_of_older_gpu_images():
                if isinstance(node, ast.Import) for alias in node.names}
     modules |= {node.module.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.ImportFrom) and node.module}
-    assert modules <= {"argparse", "contextlib", "json", "subprocess", "sys", "time",
-                       "urllib", "datetime"}  # the standard library only
+    assert modules <= {"__future__", "argparse", "contextlib", "json", "subprocess", "sys",
+                       "time", "typing", "urllib", "datetime"}  # the standard library only

@@ -449,6 +449,8 @@ def test_only_the_cloud_calling_functions_call_ec2_only_the_launch_launches(pack
             assert not ec2, name
         assert ("ec2:RunInstances" in ec2) == (name == "launch_instance"), name
         assert ("ec2:TerminateInstances" in ec2) == (name in TERMINATORS), name
+        # The launch reads its image's root device, to launch it encrypted.
+        assert ("ec2:DescribeImages" in ec2) == (name == "launch_instance"), name
 
 
 def test_ec2_launches_and_tags_need_the_deployments_tags_and_so_do_terminations_on_the_target(

@@ -3,6 +3,7 @@ against the local Resource Manager fake, served over HTTPS on 127.0.0.1."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -407,3 +408,34 @@ def test_resource_names_derive_from_the_record_and_are_valid_azure_names(record_
     assert vm.startswith(expected[0]) and nic.endswith(expected[1])
     assert resource_names(record_id) == (vm, nic)
     assert len(vm) <= 64 and vm.replace("-", "").isalnum()
+
+
+def test_a_vm_gets_the_agent_in_custom_data_its_identity_encryption_at_host_and_cost_tags():
+    identity = (
+        "/subscriptions/00000000-0000-0000-0000-0000000000a2/resourceGroups/provisioner-local"
+        "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/provisioner-agent"
+    )
+    with served(ArmFake()) as arm:
+        settings = replace(
+            azure_settings(arm), agent_identity_id=identity, encryption_at_host=True
+        )
+        provider = AzureComputeProvider(
+            settings, azure_connection(arm, lambda seconds: None), deployment=DEPLOYMENT,
+            cost_tags={"project": "oncology", "provisioner:managed": "false"},
+        )
+        provider.launch(LaunchRequest(
+            record_id=RECORD, user_id="alice", task_id=None, instance_type="Standard_NC6",
+            region="eastus", user_data="#cloud-config\n{}",
+        ))
+
+        vm = arm.fake.vm_model(RECORD)
+        nic = arm.fake.nic_model(f"{RECORD}-nic")
+    assert base64.b64decode(vm["properties"]["osProfile"]["customData"]) == b"#cloud-config\n{}"
+    assert vm["identity"]["type"] == "UserAssigned"
+    assert list(vm["identity"]["userAssignedIdentities"]) == [identity]
+    assert vm["properties"]["securityProfile"] == {"encryptionAtHost": True}
+    for resource in (vm, nic):
+        assert resource["tags"]["project"] == "oncology"
+        assert resource["tags"]["provisioner:managed"] == "true"  # ours cannot be overridden
+    [configuration] = nic["properties"]["ipConfigurations"]
+    assert "publicIPAddress" not in configuration["properties"]  # no public address
