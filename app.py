@@ -59,6 +59,12 @@ def instance_stats() -> Any:
     return endpoints().stats(app.current_request)
 
 
+@app.route("/api/costs", methods=["GET"], authorizer=cognito)
+@json_errors
+def cost_report() -> Any:
+    return endpoints().costs(app.current_request)
+
+
 @app.route("/api/instances/{instance_id}", methods=["GET"], authorizer=cognito)
 @json_errors
 def get_instance(instance_id: str) -> Any:

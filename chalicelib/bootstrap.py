@@ -180,6 +180,12 @@ class Container:
         )
 
     @cached_property
+    def costs(self) -> Any:
+        from chalicelib.services.costs import CostService
+
+        return CostService(self.repository, self.clock)
+
+    @cached_property
     def agent(self) -> Any:
         from chalicelib.services.agent import AgentService
 

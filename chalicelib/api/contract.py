@@ -51,6 +51,8 @@ class Operation:
     success_headers: dict[str, str] = field(default_factory=dict)
     # Request headers the operation reads: name -> (description, JSON schema).
     request_headers: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    # The answer is also available as text/csv (asked for with `Accept: text/csv`).
+    csv: bool = False
 
     @property
     def path_parameters(self) -> list[str]:
@@ -99,6 +101,18 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "instanceStats", "GET", "/api/instances/stats", "Fleet figures: counts, burn, saving",
         200, responses.FleetStats, (400,), query=requests.NoQuery,
+    ),
+    Operation(
+        "costReport", "GET", "/api/costs", "What was billed in a window, grouped",
+        200, responses.CostReport, (400,), query=requests.CostQuery, csv=True,
+        description=(
+            "Counts the seconds each instance was billed inside [from, to) under its "
+            "provider's rule (an instance straddling the window counts only its part; with "
+            "groupBy=day an instance is split across the UTC days), and their cost. A user "
+            "sees their own; an operator everyone's, or one user's with `userId`. "
+            "`Accept: text/csv` answers the same as CSV (a row per group, then a `total` "
+            "row). The window spans at most 92 days."
+        ),
     ),
     Operation(
         "getInstance", "GET", INSTANCE, "Read an instance, with its cost up to now",
@@ -242,7 +256,7 @@ def _is_request(model: type[BaseModel]) -> bool:
 
 
 def _is_query_model_name(name: str) -> bool:
-    return name in {"ListQueryParams", "InstanceTypesQuery", "NoQuery"}
+    return name in {"ListQueryParams", "InstanceTypesQuery", "NoQuery", "CostQuery"}
 
 
 def _operation_object(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
@@ -266,6 +280,8 @@ def _operation_object(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     success: dict[str, Any] = {"description": op.summary}
     if op.response is not None:
         success["content"] = {"application/json": {"schema": _ref(op.response)}}
+        if op.csv:
+            success["content"]["text/csv"] = {"schema": {"type": "string"}}
     else:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     if op.success_headers:

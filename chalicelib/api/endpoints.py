@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from typing import Any
@@ -18,6 +20,7 @@ from chalicelib.api.requests import (
     ActivityBody,
     AgentHeartbeatBody,
     AgentReadyBody,
+    CostQuery,
     InstanceTypesQuery,
     LimitsBody,
     ListQueryParams,
@@ -28,6 +31,7 @@ from chalicelib.api.requests import (
 from chalicelib.bootstrap import Container
 from chalicelib.domain.agent import GpuFound, GpuReport, GpuSample, Heartbeat
 from chalicelib.domain.catalog import InstanceType, Offer, Requirement, offer_order
+from chalicelib.domain.costs import CostReport
 from chalicelib.domain.errors import (
     AgentRefusedError,
     DomainError,
@@ -198,6 +202,19 @@ class Endpoints:
             "computedAt": iso(self.container.clock()),
         }
 
+    def costs(self, request: Request) -> Any:
+        caller = self._caller(request)
+        params = _parse(CostQuery, _query(request), "query string")
+        report = self.container.costs.report(
+            caller, params.from_, params.to, params.groupBy, params.userId
+        )
+        if wants_csv(request.headers or {}):
+            return Response(
+                body=cost_report_csv(report), status_code=200,
+                headers={"Content-Type": "text/csv; charset=utf-8"},
+            )
+        return cost_report_view(report)
+
     def instance_types(self, request: Request) -> dict[str, Any]:
         self._caller(request)
         params = _parse(InstanceTypesQuery, _query(request), "query string")
@@ -244,6 +261,60 @@ def instance_type_view(instance_type: InstanceType) -> dict[str, Any]:
             "source": rule.source,
         },
     }
+
+
+def cost_report_view(report: CostReport) -> dict[str, Any]:
+    return {
+        "from": iso(report.start),
+        "to": iso(report.end),
+        "groupBy": report.group_by,
+        "groups": [
+            {"key": g.key, "costUsd": str(g.cost), "billedSeconds": g.billed_seconds,
+             "instances": g.instances}
+            for g in report.groups
+        ],
+        "totalUsd": str(report.total),
+    }
+
+
+CSV_COLUMNS = ("from", "to", "groupBy", "key", "costUsd", "billedSeconds", "instances")
+
+
+def cost_report_csv(report: CostReport) -> str:
+    """A row per group, then a `total` row (groupBy `total`, no key)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    start, end = iso(report.start), iso(report.end)
+    for g in report.groups:
+        writer.writerow(
+            [start, end, report.group_by, g.key or "", g.cost, g.billed_seconds, g.instances]
+        )
+    writer.writerow([
+        start, end, "total", "", report.total, sum(g.billed_seconds for g in report.groups),
+        sum(g.instances for g in report.groups) if report.group_by != "day" else "",
+    ])
+    return out.getvalue()
+
+
+def wants_csv(headers: Any) -> bool:
+    """Whether the Accept header prefers text/csv to JSON (a plain `text/csv` does)."""
+    accept = str(headers.get("accept") or headers.get("Accept") or "")
+    best: tuple[float, str] = (0.0, "application/json")
+    for part in accept.split(","):
+        media, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        media = media.strip().lower()
+        if media in ("text/csv", "application/json", "*/*") and quality > best[0]:
+            best = (quality, media)
+    return best[1] == "text/csv"
 
 
 def offer_view(offer: Offer) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
@@ -158,6 +159,48 @@ class ListQueryParams(BaseModel):
     userId: str | None = Field(default=None, pattern=USER_ID_PATTERN)
     limit: int = Field(default=50, ge=1, le=100)
     cursor: str | None = Field(default=None, min_length=1, max_length=2048)
+
+
+class CostQuery(BaseModel):
+    """The window [from, to) and how to group it (query parameters)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+
+    from_: datetime | None = Field(
+        default=None, alias="from",
+        description="Start of the window (inclusive): an ISO 8601 time with its offset "
+        "(e.g. 2026-03-01T00:00:00Z) or a date (UTC midnight). Default: the start of the "
+        "current UTC month.",
+    )
+    to: datetime | None = Field(
+        default=None,
+        description="End of the window (exclusive), as `from`; at most 92 days after it. "
+        "Default: now.",
+    )
+    groupBy: Literal["user", "task", "instanceType", "provider", "day"] = Field(
+        default="user", description="What each group is: a user, a task, a type, a "
+        "provider, or a UTC day.",
+    )
+    userId: str | None = Field(
+        default=None, pattern=USER_ID_PATTERN,
+        description="Operators: one user's costs only.",
+    )
+
+    @field_validator("from_", "to", mode="before")
+    @classmethod
+    def moment_with_offset(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if len(text) == 10:  # a date: that day's UTC midnight
+            text += "T00:00:00+00:00"
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError("not an ISO 8601 time, e.g. 2026-03-01T00:00:00Z") from None
+        if moment.tzinfo is None:
+            raise ValueError("give the offset, e.g. 2026-03-01T00:00:00Z")
+        return moment.astimezone(UTC)
 
 
 def _depth(value: Any) -> int:

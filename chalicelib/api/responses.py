@@ -146,6 +146,25 @@ class FleetStats(BaseModel):
     computedAt: str
 
 
+class CostGroup(BaseModel):
+    key: str | None = Field(
+        description="the user, task (null: no task), type, provider or UTC day (YYYY-MM-DD)"
+    )
+    costUsd: str = Money
+    billedSeconds: int = Field(description="billed seconds inside the window")
+    instances: int = Field(description="instances that billed inside the window")
+
+
+class CostReport(BaseModel):
+    """What was billed inside [from, to), under each provider's rule."""
+
+    from_: str = Field(alias="from")
+    to: str
+    groupBy: str
+    groups: list[CostGroup]
+    totalUsd: str = Money
+
+
 class BillingRule(BaseModel):
     name: str
     incrementSeconds: int

@@ -1,4 +1,4 @@
-"""The DynamoDB adapter of the repository: a PynamoDB model, its three GSIs, and the mapping."""
+"""The DynamoDB adapter of the repository: a PynamoDB model, its four GSIs, and the mapping."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
 
@@ -27,6 +27,7 @@ from pynamodb.models import Model
 
 from chalicelib.domain.agent import GpuFound, GpuReport, GpuSample, Heartbeat
 from chalicelib.domain.catalog import BillingRule
+from chalicelib.domain.costs import RUN_LOOKBACK
 from chalicelib.domain.errors import (
     ConcurrentUpdateError,
     StoreUnavailableError,
@@ -38,7 +39,7 @@ from chalicelib.domain.instance import (
     LifecyclePolicy,
     StatusChange,
 )
-from chalicelib.domain.states import InstanceStatus
+from chalicelib.domain.states import LIVE_STATUSES, InstanceStatus
 from chalicelib.persistence.repository import ListQuery, Page
 
 CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
@@ -111,6 +112,52 @@ class LiveIndex(GlobalSecondaryIndex["InstanceModel"]):
     due_at = UTCDateTimeAttribute(range_key=True)
 
 
+class BillingMonthIndex(GlobalSecondaryIndex["InstanceModel"]):
+    """Launched records by the UTC month of their launch, in launch order: the cost report
+    reads the months of its window (and a bounded lookback) and nothing else.
+
+    Sparse: a record that never launched has no bucket. A finished run longer than the
+    lookback (a stop the cloud was slow to carry out), or one finished without a billing end,
+    is kept under the bucket "long" instead, which every report also reads."""
+
+    class Meta:
+        index_name = "by-billing-month"
+        projection = AllProjection()
+
+    billing_bucket = UnicodeAttribute(hash_key=True)
+    launched_at = UTCDateTimeAttribute(range_key=True)
+
+
+LONG_RUN_BUCKET = "long"
+
+
+def billing_bucket(instance: Instance) -> str | None:
+    """The by-billing-month partition of a record (None: not in the index)."""
+    if instance.launched_at is None:
+        return None
+    ended = instance.billing_ended_at
+    if instance.status.is_terminal and ended is None:
+        return LONG_RUN_BUCKET
+    if ended is not None and ended - instance.launched_at > RUN_LOOKBACK:
+        return LONG_RUN_BUCKET
+    return month_bucket(instance.launched_at)
+
+
+def month_bucket(moment: datetime) -> str:
+    return moment.strftime("%Y-%m")
+
+
+def months_between(start: datetime, end: datetime) -> list[str]:
+    """The month buckets of every moment in [start, end)."""
+    months = []
+    year, month = start.year, start.month
+    last = end - timedelta(microseconds=1)
+    while (year, month) <= (last.year, last.month):
+        months.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
 class StatusChangeMap(MapAttribute):
     status = UnicodeAttribute()
     at = UTCDateTimeAttribute()
@@ -164,11 +211,13 @@ class InstanceModel(Model):
     metadata = JSONAttribute(default=dict)
     live_status = UnicodeAttribute(null=True)
     due_at = UTCDateTimeAttribute(null=True)
+    billing_bucket = UnicodeAttribute(null=True)
     version = VersionAttribute()
 
     user_index = UserIndex()
     task_index = TaskIndex()
     live_index = LiveIndex()
+    billing_month_index = BillingMonthIndex()
 
 
 def configure_instance_model(table_name: str, region: str, host: str | None = None) -> None:
@@ -178,7 +227,10 @@ def configure_instance_model(table_name: str, region: str, host: str | None = No
     InstanceModel.Meta.host = host
     # PynamoDB caches its connection per class; drop it so the new settings apply.
     InstanceModel._connection = None
-    for index in (InstanceModel.user_index, InstanceModel.task_index, InstanceModel.live_index):
+    for index in (
+        InstanceModel.user_index, InstanceModel.task_index, InstanceModel.live_index,
+        InstanceModel.billing_month_index,
+    ):
         index._connection = None  # type: ignore[attr-defined]
 
 
@@ -244,6 +296,7 @@ def _to_model(instance: Instance, policy: LifecyclePolicy) -> InstanceModel:
         metadata=instance.metadata,
         live_status=instance.status.value if live else None,
         due_at=instance.due_at(policy) if live else None,
+        billing_bucket=billing_bucket(instance),
     )
     if instance.version is not None:
         model.version = instance.version
@@ -509,6 +562,32 @@ class DynamoDbInstanceRepository:
         )
         for model in models:
             yield _to_instance(model)
+
+
+    @transient_store_errors
+    def billed_between(
+        self, start: datetime, end: datetime, user_id: str | None
+    ) -> Iterator[Instance]:
+        """Every record that may have billed inside [start, end) (a few more: the report's
+        arithmetic drops those that did not): the launches of the window's months and of the
+        lookback before it, the long runs, and the live records. Never the older history."""
+        owner = None if user_id is None else InstanceModel.user_id == user_id
+        earliest = start - RUN_LOOKBACK
+        latest = end - timedelta(microseconds=1)
+        for month in months_between(earliest, end):
+            yield from (_to_instance(m) for m in InstanceModel.billing_month_index.query(
+                month,
+                range_key_condition=InstanceModel.launched_at.between(earliest, latest),
+                filter_condition=owner,
+            ))
+        yield from (_to_instance(m) for m in InstanceModel.billing_month_index.query(
+            LONG_RUN_BUCKET, range_key_condition=InstanceModel.launched_at <= latest,
+            filter_condition=owner,
+        ))
+        for status in LIVE_STATUSES:
+            for model in InstanceModel.live_index.query(status.value, filter_condition=owner):
+                if model.launched_at is not None and model.launched_at < end:
+                    yield _to_instance(model)
 
 
 def _and(conditions: list) -> Any:

@@ -49,3 +49,10 @@ class InstanceRepository(Protocol):
         ...
 
     def all_for_stats(self, user_id: str | None) -> Iterator[Instance]: ...
+
+    def billed_between(
+        self, start: datetime, end: datetime, user_id: str | None
+    ) -> Iterator[Instance]:
+        """At least every record (of `user_id`, or everyone's) that billed inside
+        [start, end), read through an index on time: never the whole history."""
+        ...

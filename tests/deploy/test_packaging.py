@@ -389,7 +389,7 @@ def test_the_table_has_the_models_keys_and_indexes_pitr_encryption_and_outlives_
         schema["attribute_definitions"]
     )
     indexes = {i["IndexName"]: i for i in properties["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {"by-user", "by-task", "live-by-status"}
+    assert set(indexes) == {"by-user", "by-task", "live-by-status", "by-billing-month"}
     for index in schema["global_secondary_indexes"]:
         deployed = indexes[index["index_name"]]
         assert keys(deployed["KeySchema"]) == keys(index["key_schema"])
