@@ -136,10 +136,11 @@ class ApiClient:
             "GET", "/api/instance-types", params=params)["items"]
         return items
 
-    def costs(self, start: str, end: str, group_by: str) -> dict[str, Any]:
-        return self._json(
-            "GET", "/api/costs", params={"from": start, "to": end, "groupBy": group_by}
-        )
+    def costs(self, start: str | None, end: str | None, group_by: str,
+              user_id: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in (("from", start), ("to", end), ("groupBy", group_by),
+                                    ("userId", user_id)) if v is not None}
+        return self._json("GET", "/api/costs", params=params)
 
     # -- transport ------------------------------------------------------------------
 

@@ -182,11 +182,12 @@ def _decimal(value: Any) -> Decimal:
         return Decimal(0)
 
 
-def costs_table(report: Mapping[str, Any], chart: bool) -> Table:
+def costs_table(report: Mapping[str, Any], chart: bool, label: str | None = None) -> Table:
     """The cost report's groups; with `chart`, a bar per group scaled to the largest."""
     groups = report.get("groups") or []
     table = Table(box=None, header_style="bold", pad_edge=False, show_footer=True)
-    table.add_column(str(report.get("groupBy", "key")).upper(), "TOTAL", no_wrap=True)
+    heading = label or str(report.get("groupBy", "key"))
+    table.add_column(heading.upper(), "TOTAL", no_wrap=True)
     table.add_column("COST", money(report.get("totalUsd")), justify="right", no_wrap=True)
     if chart:
         table.add_column("", no_wrap=True, width=BAR_WIDTH)
@@ -194,7 +195,9 @@ def costs_table(report: Mapping[str, Any], chart: bool) -> Table:
     table.add_column("INSTANCES", justify="right", no_wrap=True)
     largest = max((_decimal(g["costUsd"]) for g in groups), default=Decimal(0))
     for group in groups:
-        row: list[Any] = [str(group["key"]), money(group["costUsd"])]
+        # A group of instances without the key (no task) has none.
+        key = "-" if group.get("key") is None else str(group["key"])
+        row: list[Any] = [key, money(group["costUsd"])]
         if chart:
             share = float(_decimal(group["costUsd"]) / largest) if largest else 0.0
             row.append(Bar(size=1.0, begin=0.0, end=share, width=BAR_WIDTH, color="cyan"))

@@ -47,11 +47,8 @@ def types(
         s.out.print("No instance type matches.")
 
 
-def month_start(now: datetime) -> datetime:
-    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
 def api_time(moment: datetime) -> str:
+    """A time of the command line (UTC when it names no zone) as the API reads it."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -64,23 +61,27 @@ def costs(
         "--from", help="Start of the window, UTC (default: the 1st of this month).",
         show_default=False)] = None,
     end: Annotated[datetime | None, typer.Option(
-        "--to", help="End of the window, UTC, excluded (default: now).",
+        "--to", help="End of the window, UTC, excluded (default: now; at most 92 days).",
         show_default=False)] = None,
     by: Annotated[GroupBy, typer.Option(
         help="Group the costs by this; `day` draws a bar chart.")] = GroupBy.type,
+    user: Annotated[str | None, typer.Option(
+        help="Operators: this user's costs only.", show_default=False)] = None,
     json_output: JsonOption = False,
 ) -> None:
     """What the instances cost in a window, grouped; with --by day, a bar chart."""
     s = session(ctx)
-    now = s.env.now()
-    report = s.client.costs(api_time(start or month_start(now)), api_time(end or now),
-                            GROUP_BY[by.value])
+    # The window's defaults are the API's (its clock), so only what was given is sent.
+    report = s.client.costs(
+        api_time(start) if start else None, api_time(end) if end else None,
+        GROUP_BY[by.value], user,
+    )
     if json_output:
         print_json(report)
         return
     s.out.print(f"Costs from {report['from']} to {report['to']}, by {by.value}")
     if report.get("groups"):
-        s.out.print(render.costs_table(report, chart=by is GroupBy.day))
+        s.out.print(render.costs_table(report, chart=by is GroupBy.day, label=by.value))
     else:
         s.out.print(f"Nothing was billed in this window. Total {render.money(report['totalUsd'])}")
 
