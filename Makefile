@@ -14,10 +14,12 @@ OFFLINE_AWS := env -u AWS_PROFILE AWS_DEFAULT_REGION=us-east-1 \
 
 .PHONY: run test lint bench package openapi fuzz clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "pip<26.3"
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	# the project itself, editable: .venv/bin/provisioner (its dependencies are pinned above)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -201,6 +201,9 @@ def banner(
     port: int, moto_port: int, tick_seconds: float, table: str, arm_url: str, gpus: str
 ) -> str:
     api = f"http://{HOST}:{port}"
+    # The command line's default URL is port 8000's; another port goes in PROVISIONER_API.
+    cli = ".venv/bin/provisioner" if port == 8000 else (
+        f"PROVISIONER_API={api} .venv/bin/provisioner")
     return f"""
 Instance Provisioner (local stage) is listening on {api}
   AWS emulation (moto) for inspection: http://{HOST}:{moto_port}
@@ -209,6 +212,7 @@ Instance Provisioner (local stage) is listening on {api}
   each machine runs its agent; make its GPUs busy: echo '{{"utilization": 80}}' > {gpus}/<id>.json
 
 Try:
+  {cli} launch g4dn.xlarge --wait
   curl -s -X POST {api}/api/instances -H 'Authorization: Bearer dev:alice' \\
        -H 'Content-Type: application/json' -d '{{"instanceType": "g4dn.xlarge"}}'
   curl -s -X POST {api}/api/instances -H 'Authorization: Bearer dev:alice' \\

@@ -1,0 +1,1 @@
+"""The commands, one module per kind: instances, the listing, the figures."""
