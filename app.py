@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from chalice import Chalice, Rate
+from chalice.app import Chalice, Rate, Request
 
 from chalicelib import bootstrap, logs, metrics
 from chalicelib.api.contract import OPERATIONS, allowed_methods, chalice_route
 from chalicelib.api.endpoints import Endpoints
 from chalicelib.api.errors import json_errors
 from chalicelib.cognito import CognitoAuthorizer
+from chalicelib.services.release import ReleaseState
+from chalicelib.services.steps import WorkflowState
 
 app = Chalice(app_name="instance-provisioner")
 # Deployed, every log line is one JSON document with the stage and the function; each
@@ -22,6 +24,13 @@ app.register_middleware(logs.bind_invocation_keys, "all")
 
 def endpoints() -> Endpoints:
     return Endpoints(bootstrap.container())
+
+
+def current_request() -> Request:
+    """The request a route is handling (Chalice sets it before calling the route)."""
+    request = app.current_request
+    assert request is not None, "a route runs only with a current request"
+    return request
 
 
 # -- HTTP API ---------------------------------------------------------------------------
@@ -48,31 +57,31 @@ PUBLIC_PATHS = frozenset({
 )
 @json_errors
 def provision_instance() -> Any:
-    return endpoints().provision(app.current_request)
+    return endpoints().provision(current_request())
 
 
 @app.route("/api/instances", methods=["GET"], authorizer=cognito)
 @json_errors
 def list_instances() -> Any:
-    return endpoints().list(app.current_request)
+    return endpoints().list(current_request())
 
 
 @app.route("/api/instances/stats", methods=["GET"], authorizer=cognito)
 @json_errors
 def instance_stats() -> Any:
-    return endpoints().stats(app.current_request)
+    return endpoints().stats(current_request())
 
 
 @app.route("/api/costs", methods=["GET"], authorizer=cognito)
 @json_errors
 def cost_report() -> Any:
-    return endpoints().costs(app.current_request)
+    return endpoints().costs(current_request())
 
 
 @app.route("/api/users/{user_id}/limits", methods=["GET"], authorizer=cognito)
 @json_errors
 def get_user_limits(user_id: str) -> Any:
-    return endpoints().user_limits(app.current_request, user_id)
+    return endpoints().user_limits(current_request(), user_id)
 
 
 @app.route(
@@ -81,19 +90,19 @@ def get_user_limits(user_id: str) -> Any:
 )
 @json_errors
 def set_user_limits(user_id: str) -> Any:
-    return endpoints().set_user_limits(app.current_request, user_id)
+    return endpoints().set_user_limits(current_request(), user_id)
 
 
 @app.route("/api/instances/{instance_id}", methods=["GET"], authorizer=cognito)
 @json_errors
 def get_instance(instance_id: str) -> Any:
-    return endpoints().get(app.current_request, instance_id)
+    return endpoints().get(current_request(), instance_id)
 
 
 @app.route("/api/instances/{instance_id}", methods=["DELETE"], authorizer=cognito)
 @json_errors
 def terminate_instance(instance_id: str) -> Any:
-    return endpoints().terminate(app.current_request, instance_id)
+    return endpoints().terminate(current_request(), instance_id)
 
 
 @app.route(
@@ -102,7 +111,7 @@ def terminate_instance(instance_id: str) -> Any:
 )
 @json_errors
 def update_instance_limits(instance_id: str) -> Any:
-    return endpoints().update_limits(app.current_request, instance_id)
+    return endpoints().update_limits(current_request(), instance_id)
 
 
 @app.route(
@@ -113,7 +122,7 @@ def update_instance_limits(instance_id: str) -> Any:
 )
 @json_errors
 def report_instance_activity(instance_id: str) -> Any:
-    return endpoints().report_activity(app.current_request, instance_id)
+    return endpoints().report_activity(current_request(), instance_id)
 
 
 # The agent on each machine: no Cognito token, the instance's own agent secret instead.
@@ -122,7 +131,7 @@ def report_instance_activity(instance_id: str) -> Any:
 )
 @json_errors
 def agent_ready(instance_id: str) -> Any:
-    return endpoints().agent_ready(app.current_request, instance_id)
+    return endpoints().agent_ready(current_request(), instance_id)
 
 
 @app.route(
@@ -131,19 +140,19 @@ def agent_ready(instance_id: str) -> Any:
 )
 @json_errors
 def agent_heartbeat(instance_id: str) -> Any:
-    return endpoints().agent_heartbeat(app.current_request, instance_id)
+    return endpoints().agent_heartbeat(current_request(), instance_id)
 
 
 @app.route("/api/instance-types", methods=["GET"], authorizer=cognito)
 @json_errors
 def list_instance_types() -> Any:
-    return endpoints().instance_types(app.current_request)
+    return endpoints().instance_types(current_request())
 
 
 @app.route("/api/openapi.json", methods=["GET"])
 @json_errors
 def openapi_document() -> Any:
-    return endpoints().openapi(app.current_request)
+    return endpoints().openapi(current_request())
 
 
 def _refuse_other_methods(contract_path: str) -> None:
@@ -151,7 +160,7 @@ def _refuse_other_methods(contract_path: str) -> None:
 
     @json_errors
     def refuse(**_: Any) -> Any:
-        return Endpoints.method_not_allowed(app.current_request, contract_path)
+        return Endpoints.method_not_allowed(current_request(), contract_path)
 
     implemented = allowed_methods(contract_path)
     every = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -173,37 +182,37 @@ for _path in sorted({op.path for op in OPERATIONS}):
 
 
 @app.lambda_function(name="launch_instance")
-def launch_instance(event: dict, context: Any) -> dict:
+def launch_instance(event: WorkflowState, context: Any) -> WorkflowState:
     return bootstrap.container().steps.launch(event)
 
 
 @app.lambda_function(name="check_instance_running")
-def check_instance_running(event: dict, context: Any) -> dict:
+def check_instance_running(event: WorkflowState, context: Any) -> WorkflowState:
     return bootstrap.container().steps.check_running(event)
 
 
 @app.lambda_function(name="mark_instance_configuring")
-def mark_instance_configuring(event: dict, context: Any) -> dict:
+def mark_instance_configuring(event: WorkflowState, context: Any) -> WorkflowState:
     return bootstrap.container().steps.mark_configuring(event)
 
 
 @app.lambda_function(name="check_instance_status")
-def check_instance_status(event: dict, context: Any) -> dict:
+def check_instance_status(event: WorkflowState, context: Any) -> WorkflowState:
     return bootstrap.container().steps.check_status(event)
 
 
 @app.lambda_function(name="check_instance_agent")
-def check_instance_agent(event: dict, context: Any) -> dict:
+def check_instance_agent(event: WorkflowState, context: Any) -> WorkflowState:
     return bootstrap.container().steps.check_agent(event)
 
 
 @app.lambda_function(name="mark_instance_ready")
-def mark_instance_ready(event: dict, context: Any) -> dict:
+def mark_instance_ready(event: WorkflowState, context: Any) -> WorkflowState:
     return bootstrap.container().steps.mark_ready(event)
 
 
 @app.lambda_function(name="record_instance_error")
-def record_instance_error(event: dict, context: Any) -> dict:
+def record_instance_error(event: WorkflowState, context: Any) -> WorkflowState:
     return bootstrap.container().steps.record_error(event)
 
 
@@ -211,15 +220,15 @@ def record_instance_error(event: dict, context: Any) -> dict:
 
 
 @app.lambda_function(name="release_instance")
-def release_instance(event: dict, context: Any) -> dict:
-    return dict(bootstrap.container().release_steps.release(event))
+def release_instance(event: ReleaseState, context: Any) -> ReleaseState:
+    return bootstrap.container().release_steps.release(event)
 
 
 # -- scheduled tick ---------------------------------------------------------------------
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="reaper")
-def reaper(event: Any) -> dict:
+def reaper(event: Any) -> dict[str, Any]:
     container = bootstrap.container()
     now = container.clock()
     report = container.reaper.tick(now)

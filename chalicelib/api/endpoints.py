@@ -10,8 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pydantic
-from chalice import Response
-from chalice.app import Request
+from chalice.app import Request, Response
 
 from chalicelib.api.contract import allowed_methods, openapi_document
 from chalicelib.api.errors import validation_error
@@ -78,7 +77,7 @@ class Endpoints:
             answer, replayed = self.container.idempotency.once(
                 caller.user_id, key, data, lambda: self._provision(caller, data)
             )
-        headers = {"Location": f"/api/instances/{answer['id']}"}
+        headers: dict[str, str | list[str]] = {"Location": f"/api/instances/{answer['id']}"}
         if replayed:
             # The record as it is now (it may have moved on), with the first answer's offer.
             current = self.container.instances.get(caller, answer["id"])
@@ -475,7 +474,9 @@ def instructions_view(instructions: AgentInstructions) -> dict[str, Any]:
 
 
 def _query(request: Request) -> dict[str, Any]:
-    params = request.query_params or {}
+    params = request.query_params
+    if params is None:
+        return {}
     repeated = [name for name in params if len(params.getlist(name)) > 1]
     if repeated:
         raise ValidationError(
@@ -486,7 +487,7 @@ def _query(request: Request) -> dict[str, Any]:
 
 
 def _json_body(request: Request) -> Any:
-    content_type = (request.headers or {}).get("content-type", "")
+    content_type = str(request.headers.get("content-type") or "") if request.headers else ""
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaTypeError(

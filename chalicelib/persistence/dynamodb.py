@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import functools
 import json
 import logging
@@ -170,7 +171,10 @@ def months_between(start: datetime, end: datetime) -> list[str]:
     return months
 
 
-class StatusChangeMap(MapAttribute):
+class StatusChangeMap(MapAttribute[str, Any]):
+    def __init__(self, **attributes: Any) -> None:  # typed: MapAttribute's is not
+        super().__init__(**attributes)  # type: ignore[no-untyped-call]  # PynamoDB: untyped
+
     status = UnicodeAttribute()
     at = UTCDateTimeAttribute()
     reason = UnicodeAttribute(null=True)
@@ -180,6 +184,7 @@ class InstanceModel(Model):
     class Meta:
         table_name = "instance-provisioner-instances"
         region = "us-east-1"
+        host: str | None = None  # another endpoint (none deployed)
 
     id = UnicodeAttribute(hash_key=True)
     user_id = UnicodeAttribute()
@@ -239,13 +244,9 @@ def configure_instance_model(table_name: str, region: str, host: str | None = No
     InstanceModel.Meta.table_name = table_name
     InstanceModel.Meta.region = region
     InstanceModel.Meta.host = host
-    # PynamoDB caches its connection per class; drop it so the new settings apply.
+    # PynamoDB caches its connection per model class (its indexes use the model's); drop it
+    # so the new settings apply.
     InstanceModel._connection = None
-    for index in (
-        InstanceModel.user_index, InstanceModel.task_index, InstanceModel.live_index,
-        InstanceModel.billing_month_index, InstanceModel.user_status_index,
-    ):
-        index._connection = None  # type: ignore[attr-defined]
 
 
 def create_instance_table(wait: bool = False) -> None:
@@ -449,7 +450,7 @@ def encode_cursor(last_evaluated_key: dict[str, Any] | None, query: ListQuery) -
 
 def decode_cursor(
     query: ListQuery, expected_keys: set[str], hash_key: tuple[str, str] | None
-) -> dict:
+) -> dict[str, Any]:
     """The DynamoDB start key hidden in an opaque cursor; ValidationError if it was not made
     by this listing (same caller, same filters)."""
     invalid = ValidationError(
@@ -560,7 +561,7 @@ class DynamoDbInstanceRepository:
         items = [_to_instance(m) for m in results]
         return Page(items, encode_cursor(results.last_evaluated_key, query))
 
-    def _scan(self, query: ListQuery, filters: list) -> Page:
+    def _scan(self, query: ListQuery, filters: builtins.list[Any]) -> Page:
         # Only operators list across users; a scan is the honest tool for "everything".
         start = decode_cursor(query, {"id"}, None) if query.cursor else None
         results = InstanceModel.scan(
@@ -570,7 +571,7 @@ class DynamoDbInstanceRepository:
         return Page(items, encode_cursor(results.last_evaluated_key, query))
 
     @transient_store_errors
-    def get_many(self, instance_ids: frozenset[str]) -> list[Instance]:
+    def get_many(self, instance_ids: frozenset[str]) -> builtins.list[Instance]:
         """The records of these ids (BatchGetItem, 100 a call); missing ones are left out."""
         if not instance_ids:
             return []
@@ -580,7 +581,7 @@ class DynamoDbInstanceRepository:
         ]
 
     @transient_store_errors
-    def live(self, status: InstanceStatus) -> list[Instance]:
+    def live(self, status: InstanceStatus) -> builtins.list[Instance]:
         return [_to_instance(m) for m in InstanceModel.live_index.query(status.value)]
 
     def due(self, status: InstanceStatus, now: datetime) -> Iterator[Instance]:
@@ -624,7 +625,7 @@ class DynamoDbInstanceRepository:
                     yield _to_instance(model)
 
 
-def _and(conditions: list) -> Any:
+def _and(conditions: list[Any]) -> Any:
     combined = None
     for condition in conditions:
         combined = condition if combined is None else combined & condition

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -41,7 +41,7 @@ class InstanceRepository(Protocol):
 
     def list(self, query: ListQuery) -> Page: ...
 
-    def live(self, status: InstanceStatus) -> Iterator[Instance]:
+    def live(self, status: InstanceStatus) -> Iterable[Instance]:
         """Every record currently in the live `status` (an index query, never a scan)."""
         ...
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -186,7 +186,7 @@ class UsageReleasingRepository:
     """The instance repository, releasing an instance's quota usage when a write finishes
     it, whichever path finished it (a stop, the cloud reporting it gone, an error)."""
 
-    def __init__(self, inner: Any, quotas: QuotaService) -> None:
+    def __init__(self, inner: InstanceRepository, quotas: QuotaService) -> None:
         self.inner = inner
         self.quotas = quotas
 
@@ -212,7 +212,7 @@ class UsageReleasingRepository:
         page: Page = self.inner.list(query)
         return page
 
-    def live(self, status: InstanceStatus) -> Any:
+    def live(self, status: InstanceStatus) -> Iterable[Instance]:
         return self.inner.live(status)
 
     def due(self, status: InstanceStatus, now: datetime) -> Iterator[Instance]:
