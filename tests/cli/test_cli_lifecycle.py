@@ -206,7 +206,7 @@ def test_every_json_answer_parses(cli):
     launched = cli.json("launch", "g4dn.xlarge", "--wait")
     listed = cli.json("status")
     figures = cli.json("stats")
-    catalog = cli.json("types", "--gpu", "T4")
+    catalog = cli.json("types", "--gpu", "T4", "--provider", "aws")
     stopped = cli.json("stop", launched["id"], "--wait")
 
     assert launched["status"] == "READY"

@@ -21,7 +21,7 @@ def test_types_lists_the_catalog_with_prices_and_billing_rules(cli):
 
 
 def test_types_that_nothing_matches_says_so(cli):
-    result = cli("types", "--gpu", "A100")
+    result = cli("types", "--gpu", "B200")  # no such GPU in the catalog
 
     assert (result.exit_code, result.stdout) == (0, "No instance type matches.\n")
 
