@@ -12,7 +12,7 @@ DIST ?= dist
 OFFLINE_AWS := env -u AWS_PROFILE AWS_DEFAULT_REGION=us-east-1 \
 	AWS_ACCESS_KEY_ID=packaging AWS_SECRET_ACCESS_KEY=packaging
 
-.PHONY: run test lint bench package openapi fuzz clean
+.PHONY: run test coverage lint bench package openapi fuzz clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+
+# Branch coverage of chalicelib by the whole suite (docs/testing.md).
+coverage: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --cov=chalicelib --cov-branch \
+		--cov-report=term:skip-covered
 
 # ruff, then mypy --strict on chalicelib and app.py (its settings are in pyproject.toml).
 lint: $(STAMP)
