@@ -25,8 +25,11 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 run: $(STAMP)
 	PORT=$(PORT) $(BIN)/python -m local.run
 
+# Bytecode caching on (a machine may turn it off with PYTHONDONTWRITEBYTECODE): each worker
+# imports the whole project and pytest rewrites every test module's asserts, which a cached
+# .pyc saves from doing again on the next run.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # Branch coverage of chalicelib by the whole suite (docs/testing.md).
 coverage: $(STAMP)

@@ -151,17 +151,26 @@ class ArmFake:
             f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
             f"/providers/{NETWORK}/virtualNetworks/provisioner-vnet/subnets/gpu"
         )
-        self.reject_credentials = False
         self._lock = threading.RLock()
-        self._tokens: set[str] = set()
-        self._faults: dict[tuple[str, str], list[Fault]] = {}
-        self._provisioning_failures: list[tuple[str, str]] = []
-        self._vms: dict[tuple[str, str], _Vm] = {}
-        self._nics: dict[tuple[str, str], _Nic] = {}
-        self._operations: dict[str, _Operation] = {}
-        self._addresses = ipaddress.ip_network("10.0.0.0/24").hosts()
-        for _ in range(3):  # Azure keeps the first addresses of a subnet for itself
-            next(self._addresses)
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to an empty resource group with the default pace, no faults and no token
+        issued (between tests); the tenant and its secret stay."""
+        with self._lock:
+            self._tokens: set[str] = set()
+            for name in ("creating_reads", "agent_reads", "deleting_reads", "nic_updating_reads"):
+                setattr(self, name, ArmFake.__dataclass_fields__[name].default)
+            self.calls.clear()
+            self.reject_credentials = False
+            self._faults: dict[tuple[str, str], list[Fault]] = {}
+            self._provisioning_failures: list[tuple[str, str]] = []
+            self._vms: dict[tuple[str, str], _Vm] = {}
+            self._nics: dict[tuple[str, str], _Nic] = {}
+            self._operations: dict[str, _Operation] = {}
+            self._addresses = ipaddress.ip_network("10.0.0.0/24").hosts()
+            for _ in range(3):  # Azure keeps the first addresses of a subnet for itself
+                next(self._addresses)
 
     # -- what tests arrange and inspect ---------------------------------------------------
 

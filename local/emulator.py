@@ -6,6 +6,7 @@ and a local Azure Resource Manager (local/arm_fake.py) that the real Azure SDK t
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import threading
@@ -22,6 +23,8 @@ from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.ec2.models import instances as moto_instances
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 from moto.stepfunctions.parser.utils import TMP_THREADS
 
 from chalicelib.persistence.control import configure_control_model, create_control_table
@@ -30,6 +33,7 @@ from chalicelib.providers.azure_compute import AzureConnection
 from chalicelib.settings import AzureSettings, Ec2Settings, Settings
 from chalicelib.workflow.stepfunctions import WORKFLOWS, WorkflowDefinition
 from local.arm_fake import ArmFake, ServedArm, served
+from local.moto_baseline import MotoBaseline
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -98,6 +102,16 @@ class LambdaRouter:
         return json.dumps(result, default=str).encode()
 
 
+_parse = AmazonStateLanguageParser.parse
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_once(definition: str) -> tuple[Any, Any]:
+    """The parsed program of an ASL document: its components hold no state of an execution
+    (that lives in each execution's environment), so executions can share it."""
+    return _parse(definition)
+
+
 def _error_payload(error_type: str, message: str) -> bytes:
     return json.dumps({"errorType": error_type, "errorMessage": message}).encode()
 
@@ -122,6 +136,8 @@ class EmulatedAws:
     azure: AzureConnection
     # Waits the Azure SDK asked for (retry backoff, Retry-After), recorded instead of spent.
     azure_waits: list[float] = field(default_factory=list)
+    # moto's state right after start-up, which `reset` goes back to.
+    baseline: MotoBaseline | None = None
 
     @property
     def arm_fake(self) -> ArmFake:
@@ -135,6 +151,32 @@ class EmulatedAws:
                 thread.join(timeout)
                 if thread.is_alive():
                     raise TimeoutError("a workflow execution did not finish in time")
+
+    def stop_workflows(self, timeout: float = 10.0) -> None:
+        """Stop every execution still running, as StopExecution would, and join its thread:
+        nothing of one test goes on running into the next."""
+        backend = stepfunctions_parser_backends[ACCOUNT_ID][REGION]
+        for machine in backend.state_machines:
+            for execution in machine.executions:
+                if getattr(execution, "exec_status", None) == "RUNNING":
+                    execution.stop(stop_date=datetime.now(UTC), error="", cause="")
+        self.wait_for_workflows(timeout)
+        TMP_THREADS[:] = [thread for thread in TMP_THREADS if thread.is_alive()]
+
+    def reset(self) -> None:
+        """Back to the state right after start-up (one emulation serves a test session):
+        every execution stopped, and every record, machine, execution, queue, rule and Azure
+        resource made since gone; the state machines, tables and bus stay."""
+        self.stop_workflows()
+        if self.baseline is not None:
+            self.baseline.restore()
+        self.arm_fake.reset()
+        # A new credential too: the old one holds a token the fake no longer knows.
+        self.azure = azure_connection(self.arm, self.azure.sleep)
+        self.router.invocations.clear()
+        self.router.before_step = None
+        self.retry_waits.clear()
+        self.azure_waits.clear()
 
     def execution_status(self, execution_arn: str) -> str:
         client = boto3.client("stepfunctions", region_name=REGION)
@@ -193,6 +235,11 @@ def emulated_aws(
         stack.enter_context(
             mock.patch.object(moto_instances.Instance, "terminate", terminate_again)
         )
+        # moto parses the ASL document again for every execution (0.05-0.6 s each): parse
+        # each document once.
+        stack.enter_context(
+            mock.patch.object(AmazonStateLanguageParser, "parse", staticmethod(_parse_once))
+        )
         fake = ArmFake()
         if clock is not None:
             naive = lambda: clock().astimezone(UTC).replace(tzinfo=None)  # noqa: E731
@@ -201,7 +248,9 @@ def emulated_aws(
         arm = stack.enter_context(served(fake, port=arm_port, fd=arm_fd))
         settings = provision_resources(poll_seconds, max_checks, arm)
         azure = azure_connection(arm, azure_waits.append if instant_retries else None)
-        emulation = EmulatedAws(settings, router, retry_waits, arm, azure, azure_waits)
+        emulation = EmulatedAws(
+            settings, router, retry_waits, arm, azure, azure_waits, MotoBaseline.take()
+        )
         yield emulation
         if finish_workflows:
             emulation.wait_for_workflows(timeout=10)

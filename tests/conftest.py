@@ -94,19 +94,44 @@ def faults() -> CloudFaults:
     return CloudFaults()
 
 
+class CurrentClock:
+    """The clock the session's emulated clouds stamp launches with: the running test's."""
+
+    def __init__(self) -> None:
+        self.clock: Callable[[], datetime] | None = None
+
+    def __call__(self) -> datetime:
+        return self.clock() if self.clock is not None else datetime.now(UTC)
+
+
+@pytest.fixture(scope="session")
+def emulation() -> Iterator[tuple[EmulatedAws, CurrentClock]]:
+    """One emulation per test session (per xdist worker): moto, its state machines and
+    tables and the local Azure Resource Manager are made once; `aws` resets them after
+    each test."""
+    current = CurrentClock()
+    with emulated_aws(clock=current, finish_workflows=False) as emulated:
+        yield emulated, current
+
+
 @pytest.fixture
-def aws(clock: FakeClock, faults: CloudFaults) -> Iterator[EmulatedAws]:
-    with emulated_aws(clock=clock) as emulation:
-        bootstrap.use(
-            Container(
-                settings=emulation.settings, clock=clock, aws_client=faults.client,
-                azure_connection=emulation.azure,
-            )
+def aws(
+    clock: FakeClock, faults: CloudFaults, emulation: tuple[EmulatedAws, CurrentClock]
+) -> Iterator[EmulatedAws]:
+    emulated, current = emulation
+    current.clock = clock
+    bootstrap.use(
+        Container(
+            settings=emulated.settings, clock=clock, aws_client=faults.client,
+            azure_connection=emulated.azure,
         )
-        try:
-            yield emulation
-        finally:
-            bootstrap.use(None)
+    )
+    try:
+        yield emulated
+    finally:
+        emulated.reset()
+        bootstrap.use(None)
+        current.clock = None
 
 
 @pytest.fixture

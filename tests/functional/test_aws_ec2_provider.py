@@ -12,7 +12,6 @@ import moto.settings
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
-from moto import mock_aws
 
 from chalicelib.providers.aws_ec2 import MANAGED_TAG, RECORD_ID_TAG, Ec2Provider
 from chalicelib.providers.base import (
@@ -24,6 +23,7 @@ from chalicelib.providers.base import (
     LaunchRequest,
 )
 from chalicelib.settings import Ec2Settings
+from local.emulator import EmulatedAws
 
 REGION = "us-east-1"
 DEPLOYMENT = "test-deployment"
@@ -37,9 +37,12 @@ def fake_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def ec2() -> Iterator[Any]:
-    with mock_aws():
+def ec2(emulation: tuple[EmulatedAws, Any]) -> Iterator[Any]:
+    """EC2 of the session's emulation, without the service around it (reset after)."""
+    try:
         yield boto3.client("ec2", region_name=REGION)
+    finally:
+        emulation[0].reset()
 
 
 @pytest.fixture
