@@ -312,6 +312,12 @@ def provision_resources(poll_seconds: int, max_checks: int, arm: ServedArm) -> S
         "Subnets"
     ][0]
     group = ec2.describe_security_groups(GroupNames=["default"])["SecurityGroups"][0]
+    # An account's AWS-managed EBS key (alias/aws/ebs) is made with its first encrypted
+    # volume, as every launch's root volume is: make it now, once (an RSA key in moto).
+    volume = ec2.create_volume(
+        AvailabilityZone=subnet["AvailabilityZone"], Size=1, Encrypted=True
+    )
+    ec2.delete_volume(VolumeId=volume["VolumeId"])
     return Settings(
         stage=STAGE,
         region=REGION,

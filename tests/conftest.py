@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,11 +62,9 @@ class CloudFaults:
             self.answer_times[(service, operation)] = times
 
     def client(self, service: str, region: str) -> Any:
-        client = boto3.client(service, region_name=region)
-        client.meta.events.register("before-call", self._before_call)
-        return client
+        return _CLIENTS.client(service, region, self)
 
-    def _before_call(self, model: Any, **_: Any) -> Any:
+    def before_call(self, model: Any, **_: Any) -> Any:
         service = model.service_model.service_name
         key = (service, model.name)
         self.calls.append(key)
@@ -89,9 +88,36 @@ class CloudFaults:
         }
 
 
+class _SessionClients:
+    """The real boto3 clients of a test session, one per service and region (building one
+    takes tens of milliseconds, an EC2 client's ~700 methods included); each answers through
+    the running test's CloudFaults."""
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self.faults: CloudFaults | None = None
+
+    def client(self, service: str, region: str, faults: CloudFaults) -> Any:
+        self.faults = faults
+        with self._lock:
+            if (service, region) not in self._clients:
+                client = boto3.client(service, region_name=region)
+                client.meta.events.register("before-call", self._before_call)
+                self._clients[(service, region)] = client
+            return self._clients[(service, region)]
+
+    def _before_call(self, **kwargs: Any) -> Any:
+        return self.faults.before_call(**kwargs) if self.faults is not None else None
+
+
+_CLIENTS = _SessionClients()
+
+
 @pytest.fixture
-def faults() -> CloudFaults:
-    return CloudFaults()
+def faults() -> Iterator[CloudFaults]:
+    yield CloudFaults()
+    _CLIENTS.faults = None
 
 
 class CurrentClock:

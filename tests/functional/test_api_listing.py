@@ -45,11 +45,22 @@ def test_list_pages_newest_first_with_an_opaque_cursor(api, aws, clock):
     assert pages >= 3
 
 
-def test_list_filters_by_status_and_task(api, aws):
+def stop_taking_its_time(api, faults, instance_id: str) -> None:
+    """DELETE an instance whose cloud accepts the stop and takes its time: the record stays
+    STOPPING (else the release workflow may finish it before the next read)."""
+    machine = api.get(instance_id)["cloudResourceId"]
+    faults.answer("ec2", "TerminateInstances", {"TerminatingInstances": [
+        {"InstanceId": machine, "CurrentState": {"Code": 32, "Name": "shutting-down"}}
+    ]})
+    api.call("DELETE", f"/api/instances/{instance_id}")
+
+
+def test_list_filters_by_status_and_task(api, aws, faults):
     kept = api.provision(taskId="task-a")
     stopped = api.provision(taskId="task-b")
     aws.wait_for_workflows()
-    api.call("DELETE", f"/api/instances/{stopped['id']}")
+    stop_taking_its_time(api, faults, stopped["id"])
+    aws.wait_for_workflows()
 
     _, ready, _ = api.call("GET", "/api/instances?status=READY")
     _, stopping, _ = api.call("GET", "/api/instances?status=STOPPING")
@@ -60,14 +71,15 @@ def test_list_filters_by_status_and_task(api, aws):
     assert [i["id"] for i in by_task["items"]] == [kept["id"]]
 
 
-def test_status_filter_fills_a_page_across_non_matching_records(api, aws, clock):
+def test_status_filter_fills_a_page_across_non_matching_records(api, aws, clock, faults):
     wanted = api.provision()
     clock.advance(seconds=1)
     for _ in range(4):
         api.provision()
         clock.advance(seconds=1)
     aws.wait_for_workflows()
-    api.call("DELETE", f"/api/instances/{wanted['id']}")
+    stop_taking_its_time(api, faults, wanted["id"])
+    aws.wait_for_workflows()
 
     _, page, _ = api.call("GET", "/api/instances?status=STOPPING&limit=1")
 
