@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from chalicelib.api import requests, responses
+from chalicelib.domain.ids import INSTANCE_ID_PATTERN, USER_ID_PATTERN
 
 PROBLEM_JSON = "application/problem+json"
 ERROR_DESCRIPTIONS: dict[int, str] = {
@@ -35,9 +36,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     503: "A cloud provider or the workflow is unavailable or not configured; retry later.",
 }
 COMMON_ERRORS = (401, 405, 500)
-PATH_PATTERNS = {
-    "instanceId": requests.INSTANCE_ID_PATTERN, "userId": requests.USER_ID_PATTERN,
-}
+PATH_PATTERNS = {"instanceId": INSTANCE_ID_PATTERN, "userId": USER_ID_PATTERN}
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,6 @@ from chalicelib.api.contract import allowed_methods, openapi_document
 from chalicelib.api.errors import validation_error
 from chalicelib.api.identity import caller_from
 from chalicelib.api.requests import (
-    INSTANCE_ID_PATTERN,
-    USER_ID_PATTERN,
     ActivityBody,
     AgentHeartbeatBody,
     AgentReadyBody,
@@ -45,13 +43,13 @@ from chalicelib.domain.errors import (
     ValidationError,
 )
 from chalicelib.domain.identity import Caller
+from chalicelib.domain.ids import USER_ID_PATTERN, is_instance_id, is_user_id
 from chalicelib.domain.limits import LIMIT_NAMES, budget_spent_share
 from chalicelib.services.agent import AgentInstructions
 from chalicelib.services.instances import ProvisionRequest
 from chalicelib.services.quotas import LimitsReport
 from chalicelib.services.views import instance_view, iso
 
-_INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
 MAX_BODY_BYTES = 64 * 1024
 # No body of this API nests deeper (metadata: 4 levels inside the body's object).
 MAX_BODY_DEPTH = 16
@@ -394,7 +392,7 @@ def _money(value: Decimal | None) -> str | None:
 
 
 def _checked_user(user_id: str) -> str:
-    if not re.match(USER_ID_PATTERN, user_id):
+    if not is_user_id(user_id):
         raise ValidationError(
             f"{user_id!r} is not a user id.",
             fields=[{"field": "userId", "problem": "malformed", "allowed": USER_ID_PATTERN}],
@@ -444,7 +442,7 @@ def _checked_id(
     instance_id: str, refused: type[DomainError] = InstanceNotFoundError
 ) -> str:
     # An id that cannot exist answers like an unknown one: nothing to learn from the shape.
-    if not _INSTANCE_ID.match(instance_id):
+    if not is_instance_id(instance_id):
         if refused is AgentRefusedError:
             raise AgentRefusedError("This agent secret is not valid for this instance.")
         raise InstanceNotFoundError(f"No instance with id {instance_id!r}.")

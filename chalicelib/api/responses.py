@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from chalicelib.domain.ids import INSTANCE_ID_PATTERN
 from chalicelib.domain.states import InstanceStatus
 
 MONEY = r"^[0-9]+(\.[0-9]+)?$"
@@ -67,7 +68,7 @@ class Evidence(BaseModel):
 class InstanceRecord(BaseModel):
     """An instance as its owner sees it; `costUsd` is computed up to the moment of the read."""
 
-    id: str = Field(pattern=r"^inst-[0-9a-f]{32}$")
+    id: str = Field(pattern=INSTANCE_ID_PATTERN)
     userId: str
     taskId: str | None
     provider: str
