@@ -11,6 +11,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from chalicelib.api import requests, responses
+from chalicelib.domain.ids import INSTANCE_ID_PATTERN, USER_ID_PATTERN
+from chalicelib.services import views
 
 PROBLEM_JSON = "application/problem+json"
 ERROR_DESCRIPTIONS: dict[int, str] = {
@@ -35,9 +37,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     503: "A cloud provider or the workflow is unavailable or not configured; retry later.",
 }
 COMMON_ERRORS = (401, 405, 500)
-PATH_PATTERNS = {
-    "instanceId": requests.INSTANCE_ID_PATTERN, "userId": requests.USER_ID_PATTERN,
-}
+PATH_PATTERNS = {"instanceId": INSTANCE_ID_PATTERN, "userId": USER_ID_PATTERN}
 
 
 @dataclass(frozen=True)
@@ -123,11 +123,11 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "getInstance", "GET", INSTANCE, "Read an instance, with its cost up to now",
-        200, responses.InstanceRecord, (400, 404), query=requests.NoQuery,
+        200, views.InstanceRecord, (400, 404), query=requests.NoQuery,
     ),
     Operation(
         "terminateInstance", "DELETE", INSTANCE, "Stop an instance (idempotent)",
-        202, responses.InstanceRecord, (400, 404, 409), query=requests.NoQuery,
+        202, views.InstanceRecord, (400, 404, 409), query=requests.NoQuery,
         description=(
             "A live instance goes to STOPPING and a release workflow asks the cloud at once "
             "to terminate its machine (billing ends when the cloud accepts); TERMINATED is "
@@ -137,7 +137,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "updateInstanceLimits", "PATCH", INSTANCE, "Change a live instance's limits",
-        200, responses.InstanceRecord, (400, 404, 409, 413, 415), query=requests.NoQuery,
+        200, views.InstanceRecord, (400, 404, 409, 413, 415), query=requests.NoQuery,
         body=requests.LimitsBody,
         description=(
             "`autoTerminateMinutes` (5-120, counted from the last activity) and "
@@ -148,7 +148,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "reportActivity", "POST", INSTANCE + "/activity", "Report a task running or idle",
-        200, responses.InstanceRecord, (400, 404, 409, 413, 415),
+        200, views.InstanceRecord, (400, 404, 409, 413, 415),
         body=requests.ActivityBody,
         description=(
             "`running` moves READY to RUNNING, `idle` moves RUNNING to READY; either restarts "

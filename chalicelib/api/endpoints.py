@@ -7,17 +7,16 @@ import io
 import json
 import re
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 from chalice.app import Request, Response
 
+from chalicelib.api import responses
 from chalicelib.api.contract import allowed_methods, openapi_document
 from chalicelib.api.errors import validation_error
 from chalicelib.api.identity import caller_from
 from chalicelib.api.requests import (
-    INSTANCE_ID_PATTERN,
-    USER_ID_PATTERN,
     ActivityBody,
     AgentHeartbeatBody,
     AgentReadyBody,
@@ -45,13 +44,13 @@ from chalicelib.domain.errors import (
     ValidationError,
 )
 from chalicelib.domain.identity import Caller
+from chalicelib.domain.ids import USER_ID_PATTERN, is_instance_id, is_user_id
 from chalicelib.domain.limits import LIMIT_NAMES, budget_spent_share
 from chalicelib.services.agent import AgentInstructions
 from chalicelib.services.instances import ProvisionRequest
 from chalicelib.services.quotas import LimitsReport
-from chalicelib.services.views import instance_view, iso
+from chalicelib.services.views import Gpu, InstanceRecord, instance_view, iso, record_as
 
-_INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
 MAX_BODY_BYTES = 64 * 1024
 # No body of this API nests deeper (metadata: 4 levels inside the body's object).
 MAX_BODY_DEPTH = 16
@@ -115,11 +114,14 @@ class Endpoints:
                 metadata=body.metadata,
             ),
         )
-        answer = self._view(provisioned.instance)
-        if provisioned.offer is not None:
-            answer["offer"] = offer_view(provisioned.offer)
-        answer["warnings"] = list(provisioned.warnings)
-        return answer
+        offer = provisioned.offer
+        answer = record_as(
+            responses.ProvisionedInstance, provisioned.instance, self.container.clock(),
+            offer=None if offer is None else offer_view(offer),
+            warnings=list(provisioned.warnings),
+        )
+        # A named type's answer has no `offer` at all (not a null one).
+        return answer.model_dump(mode="json", exclude=None if offer else {"offer"})
 
     def get(self, request: Request, instance_id: str) -> dict[str, Any]:
         caller = self._caller(request)
@@ -137,7 +139,11 @@ class Endpoints:
             cursor=params.cursor,
             user_id=params.userId,
         )
-        return {"items": [self._view(i) for i in page.items], "nextCursor": page.next_cursor}
+        now = self.container.clock()
+        return responses.InstancePage(
+            items=[record_as(InstanceRecord, i, now) for i in page.items],
+            nextCursor=page.next_cursor,
+        ).model_dump(mode="json")
 
     def terminate(self, request: Request, instance_id: str) -> Response:
         caller = self._caller(request)
@@ -196,19 +202,19 @@ class Endpoints:
         caller = self._caller(request)
         _parse(NoQuery, _query(request), "query string")
         stats = self.container.instances.stats(caller)
-        return {
-            "byStatus": stats.by_status,
-            "byProvider": stats.by_provider,
-            "total": stats.total,
-            "live": stats.live,
-            "burnRateUsdPerHour": str(stats.burn_rate_per_hour),
-            "totalCostUsd": str(stats.total_cost),
-            "alwaysOnCostUsd": str(stats.always_on_cost),
-            "savingUsd": str(stats.saving),
-            "savingPercent": None if stats.saving_percent is None else str(stats.saving_percent),
-            "periodStart": iso(stats.period_start),
-            "computedAt": iso(self.container.clock()),
-        }
+        return responses.FleetStats(
+            byStatus=stats.by_status,
+            byProvider=stats.by_provider,
+            total=stats.total,
+            live=stats.live,
+            burnRateUsdPerHour=str(stats.burn_rate_per_hour),
+            totalCostUsd=str(stats.total_cost),
+            alwaysOnCostUsd=str(stats.always_on_cost),
+            savingUsd=str(stats.saving),
+            savingPercent=_money(stats.saving_percent),
+            periodStart=iso(stats.period_start),
+            computedAt=iso(self.container.clock()),
+        ).model_dump(mode="json")
 
     def costs(self, request: Request) -> Any:
         caller = self._caller(request)
@@ -249,7 +255,9 @@ class Endpoints:
             params.provider, params.gpu, params.minGpus,
             include_retired=params.include == "retired",
         )
-        return {"items": [instance_type_view(t) for t in types]}
+        return responses.InstanceTypeList(
+            items=[instance_type_view(t) for t in types]
+        ).model_dump(mode="json")
 
     def openapi(self, request: Request) -> dict[str, Any]:
         _parse(NoQuery, _query(request), "query string")
@@ -275,49 +283,42 @@ class Endpoints:
         return instance_view(instance, self.container.clock())
 
 
-def instance_type_view(instance_type: InstanceType) -> dict[str, Any]:
-    rule = instance_type.billing_rule
+def instance_type_view(instance_type: InstanceType) -> responses.InstanceType:
     source = instance_type.price_source
-    return {
-        "provider": instance_type.provider,
-        "name": instance_type.name,
-        "gpu": {"model": instance_type.gpu_model, "count": instance_type.gpu_count},
-        "vcpus": instance_type.vcpus,
-        "memoryGib": instance_type.memory_gib,
-        "hourlyUsd": str(instance_type.hourly_usd),
-        "price": None if source is None else {
-            "url": source.url,
-            "region": source.region,
-            "asOf": source.as_of.isoformat(),
-            "note": source.note,
-        },
-        "billing": {
-            "name": rule.name,
-            "incrementSeconds": rule.increment_seconds,
-            "minimumSeconds": rule.minimum_seconds,
-            "source": rule.source,
-        },
-        "status": instance_type.status.value,
-        "statusSince": (
+    return responses.InstanceType(
+        provider=instance_type.provider,
+        name=instance_type.name,
+        gpu=Gpu(model=instance_type.gpu_model, count=instance_type.gpu_count),
+        vcpus=instance_type.vcpus,
+        memoryGib=instance_type.memory_gib,
+        hourlyUsd=str(instance_type.hourly_usd),
+        price=None if source is None else responses.PriceSource(
+            url=source.url, region=source.region, asOf=source.as_of.isoformat(), note=source.note,
+        ),
+        billing=responses.BillingRule.model_validate(instance_type.billing_rule.to_json()),
+        status=instance_type.status.value,
+        statusSince=(
             instance_type.status_since.isoformat() if instance_type.status_since else None
         ),
-        "statusReason": instance_type.why or None,
-        "replacement": instance_type.replacement,
-    }
+        statusReason=instance_type.why or None,
+        replacement=instance_type.replacement,
+    )
 
 
 def cost_report_view(report: CostReport) -> dict[str, Any]:
-    return {
-        "from": iso(report.start),
-        "to": iso(report.end),
-        "groupBy": report.group_by,
-        "groups": [
-            {"key": g.key, "costUsd": str(g.cost), "billedSeconds": g.billed_seconds,
-             "instances": g.instances}
+    return responses.CostReport(
+        from_=iso(report.start),
+        to=iso(report.end),
+        groupBy=report.group_by,
+        groups=[
+            responses.CostGroup(
+                key=g.key, costUsd=str(g.cost), billedSeconds=g.billed_seconds,
+                instances=g.instances,
+            )
             for g in report.groups
         ],
-        "totalUsd": str(report.total),
-    }
+        totalUsd=str(report.total),
+    ).model_dump(mode="json", by_alias=True)
 
 
 CSV_COLUMNS = ("from", "to", "groupBy", "key", "costUsd", "billedSeconds", "instances")
@@ -366,27 +367,28 @@ API_LIMIT_FIELDS = {api: name for name, api in LIMIT_NAMES.items()}
 def limits_view(report: LimitsReport) -> dict[str, Any]:
     limits, usage = report.limits, report.usage
     share = budget_spent_share(limits, report.month_to_date)
-    return {
-        "userId": report.user_id,
-        "limits": {
-            "maxLiveInstances": limits.max_live_instances,
-            "maxLiveGpus": limits.max_live_gpus,
-            "maxBurnRateUsdPerHour": _money(limits.max_burn_rate),
-            "monthlyBudgetUsd": _money(limits.monthly_budget),
-            "budgetAction": limits.budget_action,
-        },
-        "defaulted": sorted(LIMIT_NAMES[name] for name in report.defaulted),
-        "usage": {
-            "liveInstances": usage.live_instances,
-            "liveGpus": usage.live_gpus,
-            "burnRateUsdPerHour": str(usage.burn_rate),
-            "month": report.month,
-            "monthToDateUsd": str(report.month_to_date),
-            "budgetSpentPercent": (
+    return responses.UserLimits(
+        userId=report.user_id,
+        limits=responses.LimitValues(
+            maxLiveInstances=limits.max_live_instances,
+            maxLiveGpus=limits.max_live_gpus,
+            maxBurnRateUsdPerHour=_money(limits.max_burn_rate),
+            monthlyBudgetUsd=_money(limits.monthly_budget),
+            # The domain keeps the action as text; the model checks it is one of the three.
+            budgetAction=cast(responses.BudgetAction, limits.budget_action),
+        ),
+        defaulted=sorted(LIMIT_NAMES[name] for name in report.defaulted),
+        usage=responses.LimitUsage(
+            liveInstances=usage.live_instances,
+            liveGpus=usage.live_gpus,
+            burnRateUsdPerHour=str(usage.burn_rate),
+            month=report.month,
+            monthToDateUsd=str(report.month_to_date),
+            budgetSpentPercent=(
                 None if share is None else str((share * 100).quantize(Decimal("0.1")))
             ),
-        },
-    }
+        ),
+    ).model_dump(mode="json")
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -394,7 +396,7 @@ def _money(value: Decimal | None) -> str | None:
 
 
 def _checked_user(user_id: str) -> str:
-    if not re.match(USER_ID_PATTERN, user_id):
+    if not is_user_id(user_id):
         raise ValidationError(
             f"{user_id!r} is not a user id.",
             fields=[{"field": "userId", "problem": "malformed", "allowed": USER_ID_PATTERN}],
@@ -402,23 +404,27 @@ def _checked_user(user_id: str) -> str:
     return user_id
 
 
-def offer_view(offer: Offer) -> dict[str, Any]:
-    def candidate(instance_type: InstanceType, reason: str | None = None) -> dict[str, Any]:
-        return {
-            "instanceType": instance_type.name,
-            "provider": instance_type.provider,
-            "gpu": {"model": instance_type.gpu_model, "count": instance_type.gpu_count},
-            "hourlyUsd": str(instance_type.hourly_usd),
-            "available": reason is None,
-            "reason": reason,
-        }
+def offer_view(offer: Offer) -> responses.Offer:
+    def candidate(
+        instance_type: InstanceType, reason: str | None = None
+    ) -> responses.OfferCandidate:
+        return responses.OfferCandidate(
+            instanceType=instance_type.name,
+            provider=instance_type.provider,
+            gpu=Gpu(model=instance_type.gpu_model, count=instance_type.gpu_count),
+            hourlyUsd=str(instance_type.hourly_usd),
+            available=reason is None,
+            reason=reason,
+        )
 
+    # Provisioning answers only an offer that chose a type (it refuses the others).
+    assert offer.chosen is not None
     weighed = [(t, None) for t in offer.candidates[1:]] + list(offer.excluded)
     weighed.sort(key=lambda pair: offer_order(pair[0]))
-    return {
-        "chosen": candidate(offer.chosen) if offer.chosen else None,
-        "alternatives": [candidate(t, why) for t, why in weighed],
-    }
+    return responses.Offer(
+        chosen=candidate(offer.chosen),
+        alternatives=[candidate(t, why) for t, why in weighed],
+    )
 
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
@@ -444,7 +450,7 @@ def _checked_id(
     instance_id: str, refused: type[DomainError] = InstanceNotFoundError
 ) -> str:
     # An id that cannot exist answers like an unknown one: nothing to learn from the shape.
-    if not _INSTANCE_ID.match(instance_id):
+    if not is_instance_id(instance_id):
         if refused is AgentRefusedError:
             raise AgentRefusedError("This agent secret is not valid for this instance.")
         raise InstanceNotFoundError(f"No instance with id {instance_id!r}.")
@@ -464,13 +470,13 @@ def agent_secret(headers: Any) -> str:
 
 
 def instructions_view(instructions: AgentInstructions) -> dict[str, Any]:
-    return {
-        "status": instructions.status.value,
-        "heartbeatSeconds": instructions.heartbeat_seconds,
-        "deadmanSeconds": instructions.deadman_seconds,
-        "lifetimeDeadline": iso(instructions.lifetime_deadline),
-        "stop": instructions.stop,
-    }
+    return responses.AgentInstructions(
+        status=instructions.status,
+        heartbeatSeconds=instructions.heartbeat_seconds,
+        deadmanSeconds=instructions.deadman_seconds,
+        lifetimeDeadline=iso(instructions.lifetime_deadline),
+        stop=instructions.stop,
+    ).model_dump(mode="json")
 
 
 def _query(request: Request) -> dict[str, Any]:

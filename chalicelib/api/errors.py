@@ -12,6 +12,7 @@ import pydantic
 from chalice.app import Response
 
 from chalicelib.api.contract import PROBLEM_JSON
+from chalicelib.api.responses import FieldProblem, Problem
 from chalicelib.domain import errors as domain
 from chalicelib.providers.base import (
     CloudCapacityError,
@@ -55,19 +56,21 @@ def problem(
     status: int, code: str, detail: str, fields: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None, extensions: dict[str, Any] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_PREFIX + code,
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "error": code,
-        "message": detail,
-    }
-    if fields:
-        body["fields"] = fields
-    body.update(extensions or {})
+    document = Problem(
+        type=PROBLEM_TYPE_PREFIX + code,
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        error=code,
+        message=detail,
+        fields=[FieldProblem(**f) for f in fields] if fields else None,
+        **(extensions or {}),  # each one a member of the model (`limit`)
+    )
     return Response(
-        body=body, status_code=status, headers={"Content-Type": PROBLEM_JSON, **(headers or {})}
+        # Without the members that do not apply (no `fields`, no `limit`, no `allowed`).
+        body=document.model_dump(mode="json", exclude_none=True),
+        status_code=status,
+        headers={"Content-Type": PROBLEM_JSON, **(headers or {})},
     )
 
 

@@ -8,8 +8,10 @@ from typing import Any
 
 from chalicelib.domain.errors import AuthenticationError
 from chalicelib.domain.identity import Caller
+from chalicelib.domain.ids import is_user_id
 
-DEV_TOKEN = re.compile(r"^dev:(?P<user>[A-Za-z0-9][A-Za-z0-9._@-]{0,127})(?P<admin>:admin)?$")
+# `dev:<user-id>` or `dev:<user-id>:admin`; a user id has no colon.
+DEV_TOKEN = re.compile(r"dev:(?P<user>[^:]+)(?P<admin>:admin)?")
 OPERATOR_GROUP = "provisioner-operators"
 
 
@@ -34,8 +36,8 @@ def _dev_caller(headers: Mapping[str, str]) -> Caller:
         raise AuthenticationError(
             "Missing Authorization header; send 'Authorization: Bearer dev:<user-id>'."
         )
-    match = DEV_TOKEN.match(token.strip()) if scheme.lower() == "bearer" else None
-    if match is None:
+    match = DEV_TOKEN.fullmatch(token.strip()) if scheme.lower() == "bearer" else None
+    if match is None or not is_user_id(match["user"]):
         raise AuthenticationError(
             "Bad bearer token; the local stage accepts 'Bearer dev:<user-id>' "
             "or 'Bearer dev:<user-id>:admin'."

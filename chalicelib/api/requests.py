@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
+from chalicelib.domain.ids import USER_ID_PATTERN
 from chalicelib.domain.instance import (
     DEFAULT_IDLE_TIMEOUT_MINUTES,
     MAX_IDLE_TIMEOUT_MINUTES,
@@ -17,9 +18,7 @@ from chalicelib.domain.instance import (
 )
 from chalicelib.domain.states import InstanceStatus
 
-INSTANCE_ID_PATTERN = r"^inst-[0-9a-f]{32}$"
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
 METADATA_MAX_KEYS = 32
 METADATA_MAX_DEPTH = 4
 METADATA_MAX_BYTES = 8192

@@ -1,108 +1,17 @@
-"""Response bodies, as pydantic models: the OpenAPI document's schemas come from here."""
+"""Response bodies, as pydantic models: the OpenAPI document's schemas come from here, and the
+answers are built from them."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from chalicelib.domain.states import InstanceStatus
 
-MONEY = r"^[0-9]+(\.[0-9]+)?$"
-Money = Field(pattern=MONEY, description="US dollars, as a decimal string")
-
-
-class Gpu(BaseModel):
-    model: str
-    count: int
-
-
-class Billing(BaseModel):
-    rule: str
-    incrementSeconds: int
-    minimumSeconds: int
-    startedAt: str | None = Field(description="when the cloud accepted the launch")
-    endedAt: str | None = Field(description="when the cloud accepted the termination")
-
-
-class StatusChange(BaseModel):
-    status: InstanceStatus
-    at: str
-    reason: str | None
-
-
-class AgentGpu(BaseModel):
-    index: int
-    name: str = Field(description="as nvidia-smi names it, e.g. Tesla T4")
-    memoryTotalMib: int | None = Field(description="null where nvidia-smi gave none")
-    driverVersion: str
-    eccErrors: int | None
-
-
-class GpuUtilization(BaseModel):
-    index: int
-    utilizationPercent: int | None = Field(description="null where nvidia-smi gave none")
-    memoryUsedMib: int | None
-    processes: int | None = Field(description="null when the process query failed")
-
-
-class AgentReport(BaseModel):
-    """What the agent on the machine found at boot, and its last heartbeat."""
-
-    reportedAt: str | None
-    ok: bool | None
-    error: str | None
-    gpus: list[AgentGpu]
-    lastHeartbeatAt: str | None
-    utilization: list[GpuUtilization]
-
-
-class Evidence(BaseModel):
-    """The last evidence of activity: a client's /activity report, or a busy GPU."""
-
-    at: str
-    source: Literal["client", "gpu"]
-
-
-class InstanceRecord(BaseModel):
-    """An instance as its owner sees it; `costUsd` is computed up to the moment of the read."""
-
-    id: str = Field(pattern=r"^inst-[0-9a-f]{32}$")
-    userId: str
-    taskId: str | None
-    provider: str
-    region: str
-    instanceType: str
-    gpu: Gpu
-    status: InstanceStatus
-    statusReason: str | None
-    cloudResourceId: str | None
-    privateIp: str | None
-    publicIp: str | None
-    hourlyRateUsd: str = Money
-    billing: Billing
-    costUsd: str = Money
-    costComputedAt: str | None
-    accruedCostUsd: str = Money
-    accruedUntil: str | None
-    autoTerminateMinutes: int
-    lastActivityAt: str
-    idleDeadline: str | None = Field(
-        description="when the idle timeout stops it (READY or RUNNING only)"
-    )
-    maxLifetimeMinutes: int
-    lifetimeDeadline: str | None = Field(
-        description="when its lifetime stops it, whatever its activity (live, not stopping)"
-    )
-    createdAt: str
-    updatedAt: str
-    readyAt: str | None
-    terminatedAt: str | None
-    executionId: str | None
-    agent: AgentReport | None = Field(description="set once the agent on the machine reported")
-    lastEvidence: Evidence | None
-    statusHistory: list[StatusChange]
-    metadata: dict[str, Any]
+# The instance record's models are shared with the lifecycle events: they live beside the one
+# function that fills them (services/views.py).
+from chalicelib.services.views import MONEY, Gpu, InstanceRecord, Money
 
 
 class OfferCandidate(BaseModel):
@@ -162,11 +71,14 @@ class CostGroup(BaseModel):
 class CostReport(BaseModel):
     """What was billed inside [from, to), under each provider's rule."""
 
-    from_: str = Field(alias="from")
+    from_: str = Field(serialization_alias="from")
     to: str
     groupBy: str
     groups: list[CostGroup]
     totalUsd: str = Money
+
+
+BudgetAction = Literal["warn", "refuse", "stop"]
 
 
 class LimitValues(BaseModel):
@@ -174,7 +86,7 @@ class LimitValues(BaseModel):
     maxLiveGpus: int | None
     maxBurnRateUsdPerHour: str | None
     monthlyBudgetUsd: str | None
-    budgetAction: Literal["warn", "refuse", "stop"]
+    budgetAction: BudgetAction
 
 
 class LimitUsage(BaseModel):

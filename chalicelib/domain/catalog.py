@@ -36,6 +36,25 @@ class BillingRule:
     minimum_seconds: int
     source: str
 
+    # The rule's one JSON shape: the catalog's types and the stored records carry it, and the
+    # API shows it (a catalog file entry, keyed by the name, leaves the name out).
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "incrementSeconds": self.increment_seconds,
+            "minimumSeconds": self.minimum_seconds,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> BillingRule:
+        return cls(
+            name=document["name"],
+            increment_seconds=int(document["incrementSeconds"]),
+            minimum_seconds=int(document["minimumSeconds"]),
+            source=document.get("source", ""),
+        )
+
 
 class TypeStatus(StrEnum):
     CURRENT = "current"
@@ -248,12 +267,7 @@ def parse_catalog(document: dict[str, Any]) -> Catalog:
         for name, source in document.get("priceSources", {}).items()
     }
     rules = {
-        name: BillingRule(
-            name=name,
-            increment_seconds=int(rule["incrementSeconds"]),
-            minimum_seconds=int(rule["minimumSeconds"]),
-            source=rule["source"],
-        )
+        name: BillingRule.from_json({**rule, "name": name})
         for name, rule in document["billingRules"].items()
     }
     return Catalog(

@@ -259,7 +259,6 @@ def create_instance_table(wait: bool = False) -> None:
 
 
 def _to_model(instance: Instance, policy: LifecyclePolicy) -> InstanceModel:
-    rule = instance.billing_rule
     live = instance.status.is_live
     model = InstanceModel(
         id=instance.id,
@@ -277,12 +276,7 @@ def _to_model(instance: Instance, policy: LifecyclePolicy) -> InstanceModel:
         private_ip=instance.private_ip,
         public_ip=instance.public_ip,
         hourly_usd=str(instance.hourly_usd),
-        billing_rule={
-            "name": rule.name,
-            "incrementSeconds": rule.increment_seconds,
-            "minimumSeconds": rule.minimum_seconds,
-            "source": rule.source,
-        },
+        billing_rule=instance.billing_rule.to_json(),
         accrued_cost=str(instance.accrued_cost),
         accrued_until=instance.accrued_until,
         launched_at=instance.launched_at,
@@ -320,7 +314,6 @@ def _to_model(instance: Instance, policy: LifecyclePolicy) -> InstanceModel:
 
 
 def _to_instance(model: InstanceModel) -> Instance:
-    rule = model.billing_rule
     return Instance(
         id=model.id,
         user_id=model.user_id,
@@ -337,12 +330,7 @@ def _to_instance(model: InstanceModel) -> Instance:
         private_ip=model.private_ip,
         public_ip=model.public_ip,
         hourly_usd=Decimal(model.hourly_usd),
-        billing_rule=BillingRule(
-            name=rule["name"],
-            increment_seconds=int(rule["incrementSeconds"]),
-            minimum_seconds=int(rule["minimumSeconds"]),
-            source=rule.get("source", ""),
-        ),
+        billing_rule=BillingRule.from_json(model.billing_rule),
         accrued_cost=Decimal(model.accrued_cost),
         accrued_until=model.accrued_until,
         launched_at=model.launched_at,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -22,6 +21,7 @@ from chalicelib.domain.errors import (
     ValidationError,
 )
 from chalicelib.domain.identity import Caller
+from chalicelib.domain.ids import new_instance_id
 from chalicelib.domain.instance import DEFAULT_LIFETIME_MINUTES, Instance, StatusChange
 from chalicelib.domain.states import InstanceStatus
 from chalicelib.domain.stats import FleetStats, from_aggregates, summarize
@@ -32,13 +32,6 @@ from chalicelib.services.quotas import QuotaService
 from chalicelib.services.release import release_execution_name
 
 logger = logging.getLogger(__name__)
-
-ID_PREFIX = "inst-"
-
-
-def new_instance_id() -> str:
-    return ID_PREFIX + uuid.uuid4().hex
-
 
 @dataclass(frozen=True)
 class ProvisionRequest:

@@ -23,7 +23,7 @@ from chalicelib.domain.reconcile import Action, Decision, Orphan, Plan
 from chalicelib.domain.states import InstanceStatus
 from chalicelib.providers.base import CloudProviderError
 from chalicelib.services.lifecycle import Lifecycle
-from chalicelib.services.views import instance_view, iso
+from chalicelib.services.views import ExpiringInstance, Expiry, instance_view, iso, record_as
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +113,11 @@ class Reconciler:
             logs.action(
                 "warned of its stop", instance.id, f"{decision.reason} at {iso(decision.at)}"
             )
-            events.append(Event(INSTANCE_EXPIRING, {
-                **instance_view(instance, now),
-                "expiring": {"reason": decision.reason, "at": iso(decision.at)},
-            }))
+            expiring = record_as(
+                ExpiringInstance, instance, now,
+                expiring=Expiry(reason=decision.reason, at=iso(decision.at)),
+            )
+            events.append(Event(INSTANCE_EXPIRING, expiring.model_dump(mode="json")))
             return None
         if action is Action.FINISH:
             ended = instance.with_billing_ended(decision.at or now)

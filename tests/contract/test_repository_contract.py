@@ -4,10 +4,12 @@ writes, versions, the indexes and the listing's cursors."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import boto3
 import pytest
 
 from chalicelib import bootstrap
@@ -183,3 +185,39 @@ def test_stats_read_one_users_records_or_everyones(repository):
     assert {i.user_id for i in repository.all_for_stats("alice")} == {"alice"}
     assert len(list(repository.all_for_stats("alice"))) == 2
     assert len(list(repository.all_for_stats(None))) == 3
+
+
+# -- records stored by earlier versions (the DynamoDB adapter only) -------------------------
+
+# The billing_rule attribute as every version so far wrote it (JSON text), and as the reader
+# also accepts it: without the source.
+EARLIER_BILLING_RULES = [
+    '{"name": "ec2-linux-per-second", "incrementSeconds": 1, "minimumSeconds": 60, '
+    '"source": "https://aws.amazon.com/ec2/pricing/on-demand/ (Per-second billing: Linux '
+    'instances, 60-second minimum)"}',
+    '{"name": "ec2-linux-per-second", "incrementSeconds": 1, "minimumSeconds": 60}',
+]
+
+
+@pytest.mark.parametrize("stored_rule", EARLIER_BILLING_RULES)
+def test_a_record_stored_with_an_earlier_billing_rule_reads_and_bills_by_it(aws, stored_rule):
+    repository = bootstrap.container().repository
+    record = repository.add(replace(new_record(), launched_at=START))
+    table = boto3.client("dynamodb", region_name=aws.settings.region)
+    key = {"id": {"S": record.id}}
+    table.update_item(
+        TableName=aws.settings.table_name, Key=key, UpdateExpression="SET billing_rule = :rule",
+        ExpressionAttributeValues={":rule": {"S": stored_rule}},
+    )
+
+    read = repository.get(record.id)
+
+    assert (read.billing_rule.name, read.billing_rule.increment_seconds,
+            read.billing_rule.minimum_seconds) == ("ec2-linux-per-second", 1, 60)
+    # Ten seconds at 0.526 USD an hour are billed as EC2's 60-second minimum.
+    assert read.cost_at(START + timedelta(seconds=10)) == Decimal("0.008767")
+    # Written again, the attribute keeps every member an earlier version reads.
+    repository.save(read, expected_status=read.status)
+    item = table.get_item(TableName=aws.settings.table_name, Key=key)["Item"]
+    rewritten, earlier = json.loads(item["billing_rule"]["S"]), json.loads(stored_rule)
+    assert {name: rewritten[name] for name in earlier} == earlier

@@ -13,9 +13,9 @@ import pytest
 
 from chalicelib import bootstrap
 from chalicelib.domain.catalog import load_catalog
+from chalicelib.domain.ids import new_instance_id
 from chalicelib.domain.instance import Instance
 from chalicelib.domain.states import InstanceStatus
-from chalicelib.services.instances import new_instance_id
 from tests.conftest import START
 
 

@@ -3,12 +3,21 @@ the current generations, with their hardware, prices, price sources and lifecycl
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from decimal import Decimal
 
 import pytest
 
-from chalicelib.domain.catalog import Requirement, TypeStatus, load_catalog, parse_catalog
+from chalicelib.api import responses
+from chalicelib.domain.catalog import (
+    CATALOG_FILE,
+    BillingRule,
+    Requirement,
+    TypeStatus,
+    load_catalog,
+    parse_catalog,
+)
 from chalicelib.domain.errors import (
     InstanceTypeRetiredError,
     NoMatchingInstanceTypeError,
@@ -315,3 +324,21 @@ def test_the_catalog_lists_retired_types_only_when_asked(catalog):
     assert [t.name for t in catalog.matching("azure", "K80", include_retired=True)] == [
         "Standard_NC6", "Standard_NC12", "Standard_NC24",
     ]
+
+
+# -- the billing rule's JSON shape --------------------------------------------------------
+
+
+def test_a_billing_rule_has_one_json_shape_for_records_and_the_api(catalog):
+    for rule in {t.billing_rule for t in catalog.instance_types}:
+        document = rule.to_json()
+        assert BillingRule.from_json(document) == rule
+        # GET /api/instance-types shows that very shape, field by field.
+        assert list(responses.BillingRule.model_fields) == list(document)
+        assert responses.BillingRule.model_validate(document).model_dump() == document
+
+
+def test_the_catalog_file_gives_each_rule_that_shape_keyed_by_its_name():
+    rules = json.loads(CATALOG_FILE.read_text())["billingRules"]
+    for name, entry in rules.items():
+        assert BillingRule.from_json({**entry, "name": name}).to_json() == {"name": name, **entry}
