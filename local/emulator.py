@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -156,12 +157,23 @@ class EmulatedAws:
         """Stop every execution still running, as StopExecution would, and join its thread:
         nothing of one test goes on running into the next."""
         backend = stepfunctions_parser_backends[ACCOUNT_ID][REGION]
-        for machine in backend.state_machines:
-            for execution in machine.executions:
-                if getattr(execution, "exec_status", None) == "RUNNING":
-                    execution.stop(stop_date=datetime.now(UTC), error="", cause="")
-        self.wait_for_workflows(timeout)
-        TMP_THREADS[:] = [thread for thread in TMP_THREADS if thread.is_alive()]
+        deadline = time.monotonic() + timeout
+        while True:  # a stopping execution may still start the thread of a Task's retry
+            for machine in backend.state_machines:
+                for execution in machine.executions:
+                    if getattr(execution, "exec_status", None) == "RUNNING":
+                        execution.stop(stop_date=datetime.now(UTC), error="", cause="")
+            alive = [
+                thread for thread in TMP_THREADS
+                if thread.is_alive() and thread is not threading.current_thread()
+            ]
+            if not alive:
+                break
+            for thread in alive:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            if time.monotonic() > deadline:
+                raise TimeoutError("a workflow execution did not stop in time")
+        TMP_THREADS.clear()
 
     def reset(self) -> None:
         """Back to the state right after start-up (one emulation serves a test session):

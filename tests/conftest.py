@@ -91,12 +91,14 @@ class CloudFaults:
 class _SessionClients:
     """The real boto3 clients of a test session, one per service and region (building one
     takes tens of milliseconds, an EC2 client's ~700 methods included); each answers through
-    the running test's CloudFaults."""
+    the running test's CloudFaults, and the event handlers a test registers on one are
+    unregistered when it ends."""
 
     def __init__(self) -> None:
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self.faults: CloudFaults | None = None
+        self._registered: list[tuple[Any, str, Any]] = []
 
     def client(self, service: str, region: str, faults: CloudFaults) -> Any:
         self.faults = faults
@@ -104,8 +106,24 @@ class _SessionClients:
             if (service, region) not in self._clients:
                 client = boto3.client(service, region_name=region)
                 client.meta.events.register("before-call", self._before_call)
+                self._record_registrations(client.meta.events)
                 self._clients[(service, region)] = client
             return self._clients[(service, region)]
+
+    def _record_registrations(self, emitter: Any) -> None:
+        for name in ("register", "register_first", "register_last"):
+            def recording(event: str, handler: Any, *args: Any,
+                          _register: Any = getattr(emitter, name), **kwargs: Any) -> Any:
+                self._registered.append((emitter, event, handler))
+                return _register(event, handler, *args, **kwargs)
+
+            setattr(emitter, name, recording)
+
+    def end_test(self) -> None:
+        self.faults = None
+        for emitter, event, handler in self._registered:
+            emitter.unregister(event, handler)
+        self._registered.clear()
 
     def _before_call(self, **kwargs: Any) -> Any:
         return self.faults.before_call(**kwargs) if self.faults is not None else None
@@ -117,7 +135,7 @@ _CLIENTS = _SessionClients()
 @pytest.fixture
 def faults() -> Iterator[CloudFaults]:
     yield CloudFaults()
-    _CLIENTS.faults = None
+    _CLIENTS.end_test()
 
 
 class CurrentClock:
