@@ -711,9 +711,13 @@ def _tls_files() -> tuple[str, str]:
 
 
 @contextmanager
-def served(fake: ArmFake, port: int = 0, fd: int | None = None) -> Iterator[ServedArm]:
+def served(
+    fake: ArmFake, port: int = 0, fd: int | None = None, poll_interval: float = 0.01
+) -> Iterator[ServedArm]:
     """Serve `fake` over HTTPS on 127.0.0.1 (a free port unless `port` is given) in a thread;
-    `fd`: a socket already bound and listening to serve on instead."""
+    `fd`: a socket already bound and listening to serve on instead. `poll_interval`: how
+    often the server thread wakes to check for shutdown (short for a server per test, long
+    for one that serves a whole session and would otherwise wake 100 times a second)."""
     cert_file, key_file = _tls_files()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
@@ -722,9 +726,8 @@ def served(fake: ArmFake, port: int = 0, fd: int | None = None) -> Iterator[Serv
         request_handler=_QuietRequestHandler, fd=fd,
     )
     fake.base_url = f"https://127.0.0.1:{server.server_address[1]}"
-    # A short poll interval keeps shutdown quick (one server per test).
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True,
+        target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True,
         name="arm-fake",
     )
     thread.start()

@@ -257,7 +257,7 @@ def emulated_aws(
             naive = lambda: clock().astimezone(UTC).replace(tzinfo=None)  # noqa: E731
             stack.enter_context(mock.patch.object(moto_instances, "utcnow", naive))
             fake.clock = clock
-        arm = stack.enter_context(served(fake, port=arm_port, fd=arm_fd))
+        arm = stack.enter_context(served(fake, port=arm_port, fd=arm_fd, poll_interval=0.5))
         settings = provision_resources(poll_seconds, max_checks, arm)
         azure = azure_connection(arm, azure_waits.append if instant_retries else None)
         emulation = EmulatedAws(
