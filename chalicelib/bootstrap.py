@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal, overload
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_stepfunctions.client import SFNClient
 
+    from chalicelib.domain.events import Event
     from chalicelib.events.eventbridge import EventBridgePublisher
     from chalicelib.persistence.control import DynamoDbLeases
     from chalicelib.persistence.dynamodb import DynamoDbInstanceRepository
@@ -127,8 +128,13 @@ class Container:
         from chalicelib.persistence.usage import DynamoDbUsage
         from chalicelib.services.quotas import QuotaService
 
-        store = DynamoDbUsage(self.settings.control_table_name, self.aws_client("dynamodb"))
+        store = DynamoDbUsage(self.settings.control_table_name, lambda: self.control_client)
         return QuotaService(store, self.records, self.clock, self.settings.limits)
+
+    @cached_property
+    def control_client(self) -> DynamoDBClient:
+        """boto3's DynamoDB client of the control table (usage, limits, idempotency)."""
+        return self.aws_client("dynamodb")
 
     @cached_property
     def providers(self) -> ProviderRegistry:
@@ -209,15 +215,16 @@ class Container:
     def idempotency(self) -> PowertoolsIdempotency:
         from chalicelib.persistence.idempotency import PowertoolsIdempotency
 
-        return PowertoolsIdempotency(
-            self.settings.control_table_name, self.aws_client("dynamodb")
-        )
+        return PowertoolsIdempotency(self.settings.control_table_name, self.control_client)
 
     @cached_property
     def lifecycle(self) -> Lifecycle:
         from chalicelib.services.lifecycle import Lifecycle
 
-        return Lifecycle(self.repository, self.providers, self.events, self.clock)
+        # A read publishes no event: the EventBridge client waits for the first one.
+        return Lifecycle(
+            self.repository, self.providers, _LazyPublisher(lambda: self.events), self.clock
+        )
 
     @cached_property
     def instances(self) -> InstanceService:
@@ -275,6 +282,16 @@ class Container:
         from chalicelib.services.release import ReleaseSteps
 
         return ReleaseSteps(self.lifecycle, self.settings.policy)
+
+
+class _LazyPublisher:
+    """Defers building the EventBridge client until an event is first published."""
+
+    def __init__(self, build: Callable[[], EventBridgePublisher]) -> None:
+        self._build = build
+
+    def publish_many(self, events: Sequence[Event]) -> None:
+        self._build().publish_many(events)
 
 
 class _LazyWorkflow:
