@@ -1,13 +1,16 @@
 """A Lambda cold start: importing app.py loads no cloud SDK and builds no client; the first
-request builds only the clients it uses."""
+request builds only the clients it uses, once each (however many threads ask at once), all
+on one botocore session."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -96,3 +99,34 @@ def test_a_cold_get_builds_one_dynamodb_client_and_no_eventbridge_or_step_functi
 
     assert clients_built == {"dynamodb": 1}
 
+
+def test_pynamodb_and_boto3_build_their_clients_on_one_botocore_session(aws, clock):
+    container = fresh_container(aws, clock)
+    built_on_it: list[str] = []
+    container.botocore_session.register(
+        "creating-client-class", lambda event_name, **_: built_on_it.append(event_name)
+    )
+
+    _ = container.records, container.leases, container.control_client, container.events
+
+    assert [name.rsplit(".", 1)[-1] for name in built_on_it] == [
+        "dynamodb", "dynamodb", "dynamodb", "eventbridge",
+    ]
+
+
+def test_concurrent_first_requests_build_each_client_once(aws, clock, clients_built):
+    container = fresh_container(aws, clock)
+    requests = 8
+    together = threading.Barrier(requests)
+
+    def first_request(_: int) -> tuple[object, ...]:
+        together.wait()
+        assert container.repository.get("inst-" + "0" * 32) is None
+        return container.records, container.repository, container.events
+
+    with ThreadPoolExecutor(requests) as pool:
+        answers = list(pool.map(first_request, range(requests)))
+
+    assert len(set(answers)) == 1
+    # PynamoDB's client of the records; the EventBridge client of the events.
+    assert clients_built == {"dynamodb": 1, "eventbridge": 1}
