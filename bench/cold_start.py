@@ -6,8 +6,9 @@ Target (issue 9.8): a cold GET builds no EventBridge or Step Functions client; P
 boto3 share one botocore session, so the SDK's JSON models and endpoint data are parsed once.
 Each sample is a fresh interpreter (`--sample get|post`): it starts the emulation (which
 imports the modules and creates the resources with boto3), then forgets boto3's default
-session, so the service's clients start from a cold botocore loader as in a Lambda; it
-serves the request once (cold), then `repeats` times (warm, the median). For the GET, the
+session, so the service's clients start from a cold botocore loader as in a Lambda, and
+freezes the emulation's objects out of the garbage collector's way; it serves the request
+once (cold), then `repeats` times (warm, the median). For the GET, the
 record is written beforehand with PynamoDB on a connection the service does not reuse.
 Only the clients built by the request itself are counted (the workflow execution a POST
 starts runs in moto's threads, and is joined before the next request).
@@ -15,6 +16,7 @@ Run: .venv/bin/python bench/cold_start.py [samples] [repeats]"""
 
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 import subprocess
@@ -120,6 +122,9 @@ def sample(kind: str, repeats: int) -> dict[str, Any]:
     with emulated_aws() as aws:
         instance_id = seed_record(aws.settings) if kind == "get" else ""
         boto3.DEFAULT_SESSION = None  # the service's clients start from a cold loader
+        # moto's backends are some 400,000 objects a Lambda does not have: a full garbage
+        # collection of them (about 0.35 s here) would land in one request and not another.
+        gc.freeze()
         bootstrap.use(Container(settings=aws.settings, azure_connection=aws.azure))
         with Client(app.app) as client:
             def get() -> None:
