@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import cached_property
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from chalicelib.domain.catalog import Catalog, load_catalog
 from chalicelib.domain.errors import ServiceNotConfiguredError
@@ -14,12 +14,15 @@ from chalicelib.settings import Settings
 if TYPE_CHECKING:
     # Types only: each getter imports its module when it is first asked for (cold paths
     # build only what they use), and the boto3 client types come from the dev-only stubs.
+    import boto3.session
+    import botocore.session
     from botocore.client import BaseClient
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_ec2.client import EC2Client
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_stepfunctions.client import SFNClient
 
+    from chalicelib.domain.events import Event
     from chalicelib.events.eventbridge import EventBridgePublisher
     from chalicelib.persistence.control import DynamoDbLeases
     from chalicelib.persistence.dynamodb import DynamoDbInstanceRepository
@@ -40,10 +43,41 @@ if TYPE_CHECKING:
 AwsService = Literal["ec2", "events", "stepfunctions", "dynamodb"]
 # Builds the boto3 client of a service in a region (tests and the local run point it at moto).
 AwsClientFactory = Callable[[AwsService, str], "BaseClient"]
+Built = TypeVar("Built")
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class built_once(Generic[Built]):  # noqa: N801 (named like the cached_property it replaces)
+    """functools.cached_property whose first build holds the container's lock: threads that
+    ask at once (`make run` serves a thread per connection) get one object, built once, and
+    so one client of each kind. Since Python 3.12, cached_property takes no lock at all.
+    The lock is reentrant (a getter asks for others) and is taken only until the value is
+    cached: later reads find it in the instance's __dict__, as with cached_property."""
+
+    def __init__(self, build: Callable[[Any], Built]) -> None:
+        self._build = build
+        self._name = build.__name__
+        self.__doc__ = build.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, container: None, owner: type) -> built_once[Built]: ...
+    @overload
+    def __get__(self, container: Container, owner: type) -> Built: ...
+    def __get__(self, container: Container | None, owner: type) -> built_once[Built] | Built:
+        if container is None:
+            return self
+        with container.build_lock:
+            cache = container.__dict__
+            if self._name not in cache:
+                cache[self._name] = self._build(container)
+            built: Built = cache[self._name]
+            return built
 
 
 class Container:
@@ -62,10 +96,27 @@ class Container:
         # An AzureConnection (credential, transport options, sleep); None in a deployment,
         # where the provider uses DefaultAzureCredential.
         self._azure_connection = azure_connection
+        # Held while a getter builds (see built_once) and while a client is built.
+        self.build_lock = threading.RLock()
 
-    @cached_property
+    @built_once
     def settings(self) -> Settings:
         return self._settings or Settings.from_env()
+
+    @built_once
+    def botocore_session(self) -> botocore.session.Session:
+        """One botocore session for every client of this container, PynamoDB's and boto3's:
+        the SDK's JSON models and endpoint data are loaded once, not once per library."""
+        import botocore.session
+
+        return botocore.session.get_session()
+
+    @built_once
+    def boto3_session(self) -> boto3.session.Session:
+        """boto3's clients of this container, on its one botocore session."""
+        import boto3.session
+
+        return boto3.session.Session(botocore_session=self.botocore_session)
 
     @overload
     def aws_client(self, service: Literal["ec2"], region: str | None = None) -> EC2Client: ...
@@ -84,28 +135,30 @@ class Container:
     def aws_client(self, service: AwsService, region: str | None = None) -> BaseClient:
         if self._aws_client is not None:
             return self._aws_client(service, region or self.settings.region)
-        import boto3
         from botocore.config import Config
 
-        return boto3.client(
-            service,
-            region_name=region or self.settings.region,
-            # Short timeouts: a hung call must fail (and be retried by the workflow or the
-            # next tick) well within the Lambda timeouts, not hold the function to its end.
-            config=Config(
-                retries={"mode": "standard", "max_attempts": 3},
-                connect_timeout=5,
-                read_timeout=15,
-            ),
-        )
+        # A botocore session is not safe to build clients from in two threads at once.
+        with self.build_lock:
+            return self.boto3_session.client(
+                service,
+                region_name=region or self.settings.region,
+                # Short timeouts: a hung call must fail (and be retried by the workflow or
+                # the next tick) well within the Lambda timeouts, not hold the function to
+                # its end.
+                config=Config(
+                    retries={"mode": "standard", "max_attempts": 3},
+                    connect_timeout=5,
+                    read_timeout=15,
+                ),
+            )
 
-    @cached_property
+    @built_once
     def catalog(self) -> Catalog:
         return load_catalog().allowing_previous_generation(
             self.settings.allow_previous_generation
         )
 
-    @cached_property
+    @built_once
     def records(self) -> DynamoDbInstanceRepository:
         """The DynamoDB repository itself (without the quota release of `repository`)."""
         from chalicelib.persistence.dynamodb import (
@@ -113,24 +166,33 @@ class Container:
             configure_instance_model,
         )
 
-        configure_instance_model(self.settings.table_name, self.settings.region)
+        # Its client is built here, under the lock, on the container's session: concurrent
+        # first requests do not each build one (PynamoDB builds it at the first call).
+        configure_instance_model(
+            self.settings.table_name, self.settings.region, session=self.botocore_session
+        )
         return DynamoDbInstanceRepository(self.settings.policy)
 
-    @cached_property
+    @built_once
     def repository(self) -> UsageReleasingRepository:
         from chalicelib.services.quotas import UsageReleasingRepository
 
         return UsageReleasingRepository(self.records, self.quotas)
 
-    @cached_property
+    @built_once
     def quotas(self) -> QuotaService:
         from chalicelib.persistence.usage import DynamoDbUsage
         from chalicelib.services.quotas import QuotaService
 
-        store = DynamoDbUsage(self.settings.control_table_name, self.aws_client("dynamodb"))
+        store = DynamoDbUsage(self.settings.control_table_name, lambda: self.control_client)
         return QuotaService(store, self.records, self.clock, self.settings.limits)
 
-    @cached_property
+    @built_once
+    def control_client(self) -> DynamoDBClient:
+        """boto3's DynamoDB client of the control table (usage, limits, idempotency)."""
+        return self.aws_client("dynamodb")
+
+    @built_once
     def providers(self) -> ProviderRegistry:
         from chalicelib.providers.registry import ProviderRegistry
 
@@ -140,9 +202,10 @@ class Container:
             clients: dict[str, EC2Client] = {}
 
             def ec2_client(region: str) -> EC2Client:
-                if region not in clients:
-                    clients[region] = self.aws_client("ec2", region)
-                return clients[region]
+                with self.build_lock:  # two workflow steps at once build one client
+                    if region not in clients:
+                        clients[region] = self.aws_client("ec2", region)
+                    return clients[region]
 
             return Ec2Provider(
                 self.settings.ec2, ec2_client, self.settings.deployment_name,
@@ -168,13 +231,13 @@ class Container:
             },
         )
 
-    @cached_property
+    @built_once
     def events(self) -> EventBridgePublisher:
         from chalicelib.events.eventbridge import EventBridgePublisher
 
         return EventBridgePublisher(self.aws_client("events"), self.settings.event_bus_name)
 
-    @cached_property
+    @built_once
     def workflow(self) -> StepFunctionsWorkflowStarter:
         from chalicelib.workflow.stepfunctions import StepFunctionsWorkflowStarter
 
@@ -186,7 +249,7 @@ class Container:
             self.aws_client("stepfunctions"), self.settings.state_machine_arn
         )
 
-    @cached_property
+    @built_once
     def release_workflow(self) -> StepFunctionsWorkflowStarter:
         from chalicelib.workflow.stepfunctions import StepFunctionsWorkflowStarter
 
@@ -198,28 +261,31 @@ class Container:
             self.aws_client("stepfunctions"), self.settings.release_state_machine_arn
         )
 
-    @cached_property
+    @built_once
     def leases(self) -> DynamoDbLeases:
         from chalicelib.persistence.control import DynamoDbLeases, configure_control_model
 
-        configure_control_model(self.settings.control_table_name, self.settings.region)
+        configure_control_model(
+            self.settings.control_table_name, self.settings.region, self.botocore_session
+        )
         return DynamoDbLeases()
 
-    @cached_property
+    @built_once
     def idempotency(self) -> PowertoolsIdempotency:
         from chalicelib.persistence.idempotency import PowertoolsIdempotency
 
-        return PowertoolsIdempotency(
-            self.settings.control_table_name, self.aws_client("dynamodb")
-        )
+        return PowertoolsIdempotency(self.settings.control_table_name, self.control_client)
 
-    @cached_property
+    @built_once
     def lifecycle(self) -> Lifecycle:
         from chalicelib.services.lifecycle import Lifecycle
 
-        return Lifecycle(self.repository, self.providers, self.events, self.clock)
+        # A read publishes no event: the EventBridge client waits for the first one.
+        return Lifecycle(
+            self.repository, self.providers, _LazyPublisher(lambda: self.events), self.clock
+        )
 
-    @cached_property
+    @built_once
     def instances(self) -> InstanceService:
         from chalicelib.services.instances import InstanceService, WorkflowTiming
 
@@ -241,19 +307,19 @@ class Container:
             self.quotas,
         )
 
-    @cached_property
+    @built_once
     def costs(self) -> CostService:
         from chalicelib.services.costs import CostService
 
         return CostService(self.repository, self.clock)
 
-    @cached_property
+    @built_once
     def agent(self) -> AgentService:
         from chalicelib.services.agent import AgentService
 
         return AgentService(self.repository, self.clock, self.settings.agent)
 
-    @cached_property
+    @built_once
     def steps(self) -> LifecycleSteps:
         from chalicelib.services.agent_bootstrap import stop_method
         from chalicelib.services.steps import LifecycleSteps
@@ -264,17 +330,27 @@ class Container:
             self.lifecycle, agent, lambda provider: stop_method(provider, agent, self_delete)
         )
 
-    @cached_property
+    @built_once
     def reaper(self) -> Reaper:
         from chalicelib.services.reaper import Reaper
 
         return Reaper(self.lifecycle, self.settings.policy, self.leases, self.quotas)
 
-    @cached_property
+    @built_once
     def release_steps(self) -> ReleaseSteps:
         from chalicelib.services.release import ReleaseSteps
 
         return ReleaseSteps(self.lifecycle, self.settings.policy)
+
+
+class _LazyPublisher:
+    """Defers building the EventBridge client until an event is first published."""
+
+    def __init__(self, build: Callable[[], EventBridgePublisher]) -> None:
+        self._build = build
+
+    def publish_many(self, events: Sequence[Event]) -> None:
+        self._build().publish_many(events)
 
 
 class _LazyWorkflow:
@@ -291,12 +367,15 @@ class _LazyWorkflow:
 
 
 _container: Container | None = None
+_making_container = threading.Lock()
 
 
 def container() -> Container:
     global _container
     if _container is None:
-        _container = Container()
+        with _making_container:  # two first requests at once: one container
+            if _container is None:
+                _container = Container()
     return _container
 
 

@@ -4,12 +4,17 @@ idempotency records of POST /api/instances), keyed by (pk, sk), expiring through
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import DeleteError, PutError
 from pynamodb.models import Model
 
 from chalicelib.persistence.dynamodb import CONDITIONAL_CHECK_FAILED, transient_store_errors
+from chalicelib.persistence.sessions import build_client_on
+
+if TYPE_CHECKING:
+    from botocore.session import Session
 
 # DynamoDB deletes an item some time after its `expiration` (epoch seconds) has passed.
 TTL_ATTRIBUTE = "expiration"
@@ -26,10 +31,15 @@ class ControlItem(Model):
     expiration = NumberAttribute(null=True)
 
 
-def configure_control_model(table_name: str, region: str) -> None:
+def configure_control_model(
+    table_name: str, region: str, session: Session | None = None
+) -> None:
+    """Point the model at a table (with a botocore `session`: its client built on it now)."""
     ControlItem.Meta.table_name = table_name
     ControlItem.Meta.region = region
     ControlItem._connection = None
+    if session is not None:
+        build_client_on(ControlItem, session)
 
 
 def create_control_table() -> None:

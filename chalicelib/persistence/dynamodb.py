@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from pynamodb.attributes import (
     JSONAttribute,
@@ -42,6 +42,10 @@ from chalicelib.domain.instance import (
 )
 from chalicelib.domain.states import LIVE_STATUSES, InstanceStatus
 from chalicelib.persistence.repository import ListQuery, Page
+from chalicelib.persistence.sessions import build_client_on
+
+if TYPE_CHECKING:
+    from botocore.session import Session
 
 CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
 # DynamoDB's answers that mean "not now": throttling, its own faults, a conflicting transaction.
@@ -239,14 +243,20 @@ class InstanceModel(Model):
     user_status_index = UserStatusIndex()
 
 
-def configure_instance_model(table_name: str, region: str, host: str | None = None) -> None:
-    """Point the model at a table; called by the composition root before first use."""
+def configure_instance_model(
+    table_name: str, region: str, host: str | None = None, session: Session | None = None
+) -> None:
+    """Point the model at a table; called by the composition root before first use. With a
+    botocore `session`, its client is built now, on that session (persistence/sessions.py);
+    without, PynamoDB builds it on a session of its own at the first call."""
     InstanceModel.Meta.table_name = table_name
     InstanceModel.Meta.region = region
     InstanceModel.Meta.host = host
     # PynamoDB caches its connection per model class (its indexes use the model's); drop it
     # so the new settings apply.
     InstanceModel._connection = None
+    if session is not None:
+        build_client_on(InstanceModel, session)
 
 
 def create_instance_table(wait: bool = False) -> None:

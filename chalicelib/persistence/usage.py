@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -54,9 +55,15 @@ def _number(item: dict[str, Any], name: str) -> Decimal:
 
 
 class DynamoDbUsage:
-    def __init__(self, table_name: str, client: Any) -> None:
+    def __init__(self, table_name: str, client: Callable[[], Any]) -> None:
         self.table = table_name
-        self.client = client
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        """The boto3 DynamoDB client, asked for at the first call (a read of a record makes
+        none, so a cold GET does not build it)."""
+        return self._client()
 
     # -- limits -------------------------------------------------------------------------
 
