@@ -112,12 +112,14 @@ class _SessionClients:
 
     def _record_registrations(self, emitter: Any) -> None:
         for name in ("register", "register_first", "register_last"):
-            def recording(event: str, handler: Any, *args: Any,
-                          _register: Any = getattr(emitter, name), **kwargs: Any) -> Any:
-                self._registered.append((emitter, event, handler))
-                return _register(event, handler, *args, **kwargs)
+            setattr(emitter, name, self._recording(emitter, getattr(emitter, name)))
 
-            setattr(emitter, name, recording)
+    def _recording(self, emitter: Any, register: Callable[..., Any]) -> Callable[..., Any]:
+        def recording(event: str, handler: Any, *args: Any, **kwargs: Any) -> Any:
+            self._registered.append((emitter, event, handler))
+            return register(event, handler, *args, **kwargs)
+
+        return recording
 
     def end_test(self) -> None:
         self.faults = None
