@@ -89,8 +89,12 @@ class Container:
         clock: Callable[[], datetime] = utc_now,
         aws_client: AwsClientFactory | None = None,
         azure_connection: AzureConnection | None = None,
+        botocore_session: botocore.session.Session | None = None,
     ) -> None:
         self._settings = settings
+        # A session that outlives the container (tests build a container per test and share
+        # one session, whose loaded SDK models are then parsed once); else one of its own.
+        self._botocore_session = botocore_session
         self.clock = clock
         self._aws_client = aws_client
         # An AzureConnection (credential, transport options, sleep); None in a deployment,
@@ -107,6 +111,8 @@ class Container:
     def botocore_session(self) -> botocore.session.Session:
         """One botocore session for every client of this container, PynamoDB's and boto3's:
         the SDK's JSON models and endpoint data are loaded once, not once per library."""
+        if self._botocore_session is not None:
+            return self._botocore_session
         import botocore.session
 
         return botocore.session.get_session()

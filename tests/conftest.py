@@ -151,6 +151,15 @@ class CurrentClock:
 
 
 @pytest.fixture(scope="session")
+def botocore_session() -> Any:
+    """The botocore session of every test's container (PynamoDB's clients are built on it):
+    the SDK's models are parsed once per worker, not once per test."""
+    import botocore.session
+
+    return botocore.session.get_session()
+
+
+@pytest.fixture(scope="session")
 def emulation() -> Iterator[tuple[EmulatedAws, CurrentClock]]:
     """One emulation per test session (per xdist worker): moto, its state machines and
     tables and the local Azure Resource Manager are made once; `aws` resets them after
@@ -162,14 +171,15 @@ def emulation() -> Iterator[tuple[EmulatedAws, CurrentClock]]:
 
 @pytest.fixture
 def aws(
-    clock: FakeClock, faults: CloudFaults, emulation: tuple[EmulatedAws, CurrentClock]
+    clock: FakeClock, faults: CloudFaults, emulation: tuple[EmulatedAws, CurrentClock],
+    botocore_session: Any,
 ) -> Iterator[EmulatedAws]:
     emulated, current = emulation
     current.clock = clock
     bootstrap.use(
         Container(
             settings=emulated.settings, clock=clock, aws_client=faults.client,
-            azure_connection=emulated.azure,
+            azure_connection=emulated.azure, botocore_session=botocore_session,
         )
     )
     try:
