@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,20 @@ class FakeClock:
     def advance(self, **delta: float) -> datetime:
         self.now += timedelta(**delta)
         return self.now
+
+
+_ENVIRONMENT = os.environ
+
+
+@pytest.fixture(autouse=True)
+def _environment_put_back() -> Iterator[None]:
+    """chalice.test's clients replace os.environ with a copy holding the stage's variables
+    for each call, then put back what they found: two calls at once (a request while a
+    workflow thread makes another) can leave the copy in place, and the next test's
+    subprocesses would inherit the dev stage's settings (make run's 15 s polls)."""
+    yield
+    if os.environ is not _ENVIRONMENT:
+        os.environ = _ENVIRONMENT  # noqa: B003 (putting back the real one, not clearing)
 
 
 @pytest.fixture
