@@ -22,6 +22,7 @@ from unittest import mock
 import boto3
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.dynamodb.models import DynamoDBBackend
 from moto.ec2.models import instances as moto_instances
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
@@ -101,6 +102,18 @@ class LambdaRouter:
             response_headers["x-amz-function-error"] = "Unhandled"
             return _error_payload(type(error).__name__, str(error))
         return json.dumps(result, default=str).encode()
+
+
+_WRITES = threading.RLock()
+
+
+def _serialised(write: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(write)
+    def one_at_a_time(*args: Any, **kwargs: Any) -> Any:
+        with _WRITES:
+            return write(*args, **kwargs)
+
+    return one_at_a_time
 
 
 _parse = AmazonStateLanguageParser.parse
@@ -252,6 +265,16 @@ def emulated_aws(
         stack.enter_context(
             mock.patch.object(AmazonStateLanguageParser, "parse", staticmethod(_parse_once))
         )
+        # DynamoDB applies a conditional write atomically; moto checks the condition and
+        # writes without a lock, so two writers at once (an API call and a workflow step)
+        # could both pass. Serialise moto's writes as DynamoDB does.
+        for operation in ("put_item", "update_item", "delete_item", "transact_write_items"):
+            stack.enter_context(
+                mock.patch.object(
+                    DynamoDBBackend, operation,
+                    _serialised(getattr(DynamoDBBackend, operation)),
+                )
+            )
         fake = ArmFake()
         if clock is not None:
             naive = lambda: clock().astimezone(UTC).replace(tzinfo=None)  # noqa: E731
