@@ -158,6 +158,20 @@ def test_lifecycle_events_are_put_on_the_bus(api, aws, lifecycle_events):
     assert events[-1]["detail"]["status"] == "TERMINATED"
 
 
+def test_an_event_the_bus_refuses_is_logged_and_the_lifecycle_goes_on(api, aws, faults, caplog):
+    # EventBridge reports a refused entry in its answer, not as an error.
+    faults.answer("events", "PutEvents", {"FailedEntryCount": 1, "Entries": [
+        {"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}
+    ]})
+    instance = api.provision()
+    aws.wait_for_workflows()
+
+    assert api.get(instance["id"])["status"] == "READY"
+    assert "Instance Provisioning refused by" in caplog.text
+    assert "InternalFailure" in caplog.text
+    assert "could not publish 1 event(s)" in caplog.text
+
+
 def test_failed_launch_announces_an_error_event(api, aws, faults, lifecycle_events):
     faults.fail("ec2", "RunInstances", "VcpuLimitExceeded")
     instance = api.provision()
