@@ -29,11 +29,11 @@ run: $(STAMP)
 # imports the whole project and pytest rewrites every test module's asserts, which a cached
 # .pyc saves from doing again on the next run.
 test: $(STAMP)
-	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # Branch coverage of chalicelib by the whole suite (docs/testing.md).
 coverage: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --cov=chalicelib --cov-branch \
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --cov=chalicelib --cov-branch \
 		--cov-report=term:skip-covered
 
 # ruff, then mypy --strict on chalicelib and app.py (its settings are in pyproject.toml).
@@ -48,7 +48,7 @@ openapi: $(STAMP)
 # A longer schemathesis search than `make test` runs (25 cases per operation there).
 FUZZ_EXAMPLES ?= 500
 fuzz: $(STAMP)
-	SCHEMATHESIS_MAX_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \
+	SCHEMATHESIS_MAX_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal \
 		tests/functional/test_api_contract.py --hypothesis-show-statistics
 
 bench: $(STAMP)

@@ -23,6 +23,7 @@ import boto3
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.dynamodb.models import DynamoDBBackend
+from moto.ec2.models import EC2Backend
 from moto.ec2.models import instances as moto_instances
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
@@ -104,6 +105,14 @@ class LambdaRouter:
         return json.dumps(result, default=str).encode()
 
 
+SERIALISED_WRITES: tuple[tuple[type, str], ...] = (
+    (DynamoDBBackend, "put_item"),
+    (DynamoDBBackend, "update_item"),
+    (DynamoDBBackend, "delete_item"),
+    (DynamoDBBackend, "transact_write_items"),
+    (EC2Backend, "run_instances"),
+    (EC2Backend, "terminate_instances"),
+)
 _WRITES = threading.RLock()
 
 
@@ -267,12 +276,12 @@ def emulated_aws(
         )
         # DynamoDB applies a conditional write atomically; moto checks the condition and
         # writes without a lock, so two writers at once (an API call and a workflow step)
-        # could both pass. Serialise moto's writes as DynamoDB does.
-        for operation in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        # could both pass. And two launches at once share moto's generator of a subnet's
+        # addresses ("generator already executing"). Serialise these writes, as AWS does.
+        for backend, operation in SERIALISED_WRITES:
             stack.enter_context(
                 mock.patch.object(
-                    DynamoDBBackend, operation,
-                    _serialised(getattr(DynamoDBBackend, operation)),
+                    backend, operation, _serialised(getattr(backend, operation))
                 )
             )
         fake = ArmFake()

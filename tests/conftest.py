@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -181,6 +182,10 @@ def emulation() -> Iterator[tuple[EmulatedAws, CurrentClock]]:
     each test."""
     current = CurrentClock()
     with emulated_aws(clock=current, finish_workflows=False) as emulated:
+        # moto's backends are a few hundred thousand objects that live as long as the
+        # worker: keep them out of the collector's full passes (each took about 0.35 s).
+        gc.collect()
+        gc.freeze()
         yield emulated, current
 
 
