@@ -181,18 +181,33 @@ class EmulatedAws:
         backend = stepfunctions_parser_backends[ACCOUNT_ID][REGION]
         deadline = time.monotonic() + timeout
         while True:  # a stopping execution may still start the thread of a Task's retry
+            starting = False
             for machine in backend.state_machines:
                 for execution in machine.executions:
-                    if getattr(execution, "exec_status", None) == "RUNNING":
-                        execution.stop(stop_date=datetime.now(UTC), error="", cause="")
+                    if getattr(execution, "exec_status", None) != "RUNNING":
+                        continue
+                    worker = execution.exec_worker
+                    if worker is None or worker.env is None:
+                        # Its thread has not made its environment yet: there is nothing to
+                        # stop until it has (moto's stop would fail on the missing one).
+                        starting = True
+                        continue
+                    execution.stop(stop_date=datetime.now(UTC), error="", cause="")
             alive = [
                 thread for thread in TMP_THREADS
                 if thread.is_alive() and thread is not threading.current_thread()
             ]
-            if not alive:
+            if not alive and not starting:
                 break
-            for thread in alive:
-                thread.join(max(0.0, deadline - time.monotonic()))
+            remaining = max(0.0, deadline - time.monotonic())
+            if starting:  # look again soon rather than wait for a whole workflow
+                if alive:
+                    alive[0].join(min(remaining, 0.01))
+                else:
+                    time.sleep(0.001)
+            else:
+                for thread in alive:
+                    thread.join(remaining)
             if time.monotonic() > deadline:
                 raise TimeoutError("a workflow execution did not stop in time")
         TMP_THREADS.clear()
@@ -201,16 +216,18 @@ class EmulatedAws:
         """Back to the state right after start-up (one emulation serves a test session):
         every execution stopped, and every record, machine, execution, queue, rule and Azure
         resource made since gone; the state machines, tables and bus stay."""
-        self.stop_workflows()
-        if self.baseline is not None:
-            self.baseline.restore()
-        self.arm_fake.reset()
-        # A new credential too: the old one holds a token the fake no longer knows.
-        self.azure = azure_connection(self.arm, self.azure.sleep)
-        self.router.invocations.clear()
-        self.router.before_step = None
-        self.retry_waits.clear()
-        self.azure_waits.clear()
+        try:
+            self.stop_workflows()
+        finally:  # even then: one test's failure is not passed on to the next as its state
+            if self.baseline is not None:
+                self.baseline.restore()
+            self.arm_fake.reset()
+            # A new credential too: the old one holds a token the fake no longer knows.
+            self.azure = azure_connection(self.arm, self.azure.sleep)
+            self.router.invocations.clear()
+            self.router.before_step = None
+            self.retry_waits.clear()
+            self.azure_waits.clear()
 
     def execution_status(self, execution_arn: str) -> str:
         client = boto3.client("stepfunctions", region_name=REGION)

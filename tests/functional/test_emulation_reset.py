@@ -3,6 +3,9 @@ made is gone, what the service's deployment consists of stays."""
 
 from __future__ import annotations
 
+import json
+import sys
+
 import boto3
 
 from chalicelib.domain.states import InstanceStatus
@@ -31,3 +34,26 @@ def test_a_reset_removes_what_a_test_made_and_keeps_the_deployment(api, aws, age
     again = api.provision()
     aws.wait_for_workflows()
     assert api.get(again["id"])["status"] == InstanceStatus.READY.value
+
+
+def test_a_reset_stops_executions_whose_thread_is_still_starting(aws):
+    """An execution just started has no environment until its thread makes one; the reset
+    waits for it rather than fail (it did, in CI, leaving the next test a stranger's record).
+    A tiny switch interval makes the thread lose the processor at once: without the wait the
+    first few rounds fail."""
+    sfn = boto3.client("stepfunctions", region_name=aws.settings.region)
+    machine = aws.settings.release_state_machine_arn
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for round_ in range(40):
+            sfn.start_execution(
+                stateMachineArn=machine, name=f"round-{round_}",
+                input=json.dumps({"instanceId": "inst-00000000000000000000000000000000"}),
+            )
+            aws.stop_workflows()
+    finally:
+        sys.setswitchinterval(interval)
+    executions = sfn.list_executions(stateMachineArn=machine)["executions"]
+    assert len(executions) == 40
+    assert [e["name"] for e in executions if e["status"] == "RUNNING"] == []
