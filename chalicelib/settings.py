@@ -222,6 +222,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         stage = env.get("STAGE", DEFAULT_STAGE)
+        heartbeat_seconds = _integer(env, "AGENT_HEARTBEAT_SECONDS", 60, 1, 3600)
         return cls(
             stage=stage,
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -258,6 +259,7 @@ class Settings:
                 configuring_limit=_minutes(env, "CONFIGURING_LIMIT_MINUTES", 15),
                 stopping_limit=_minutes(env, "STOPPING_LIMIT_MINUTES", 10),
                 orphan_grace=timedelta(seconds=_integer(env, "ORPHAN_GRACE_SECONDS", 120)),
+                agent_silence=3 * timedelta(seconds=heartbeat_seconds),
             ),
             workflow_poll_seconds=_integer(env, "WORKFLOW_POLL_SECONDS", cls.workflow_poll_seconds),
             workflow_max_checks=_integer(env, "WORKFLOW_MAX_CHECKS", cls.workflow_max_checks, 1),
@@ -278,7 +280,7 @@ class Settings:
             ),
             agent=AgentPolicy(
                 callback_url=_url(env, "AGENT_CALLBACK_URL"),
-                heartbeat_seconds=_integer(env, "AGENT_HEARTBEAT_SECONDS", 60, 1, 3600),
+                heartbeat_seconds=heartbeat_seconds,
                 idle_gpu_utilization_percent=_integer(
                     env, "IDLE_GPU_UTILIZATION_PERCENT", 5, 0, 100
                 ),

@@ -2,9 +2,11 @@
 machine's agent reported, the machine "boots" and the real agent program
 (chalicelib/agent/provisioner_agent.py) starts as a process, with the configuration cloud-init
 would have written from the machine's user data and a fake nvidia-smi (local/bin) on its PATH.
-When the agent stops its machine (it exits with the local stop code), the emulated machine is
-terminated, as EC2 terminates an instance whose OS powers off; when the machine ends, its
-agent is stopped with it. The GPUs' load is the user's: see local/gpus.py."""
+When the agent stops its machine (it exits with the local stop code), the emulated machine
+powers off: an EC2 instance is terminated (it was launched so), an Azure VM (no identity to
+delete itself with, here) stays stopped but allocated until the reaper's tick deletes it;
+when the machine ends, its agent is stopped with it. The GPUs' load is the user's: see
+local/gpus.py."""
 
 from __future__ import annotations
 
@@ -132,10 +134,14 @@ class LocalAgents:
             self.power_off(record)
 
     def power_off(self, record: Instance) -> None:
-        """The agent stopped its machine: the emulated cloud ends it."""
+        """The agent stopped its machine: its OS powers off."""
         container = bootstrap.container()
         current = container.repository.get(record.id) or record
         if current.cloud_resource_id is None:
+            return
+        if current.provider == "azure":
+            self.arm.shut_down_from_inside(current.cloud_resource_id.rsplit("/", 1)[-1])
+            log.info("%s: VM powered off by its agent (stopped, still allocated)", record.id)
             return
         container.providers.get(current.provider).terminate(
             current.cloud_resource_id, current.region

@@ -98,6 +98,7 @@ class _Vm:
     deleting: bool = False
     delete_reads: int = 0
     identity: dict[str, Any] | None = None  # the managed identities assigned to the VM
+    powered_off: bool = False  # its OS shut down: stopped, still allocated (and billed)
 
 
 @dataclass
@@ -188,6 +189,14 @@ class ArmFake:
         """The next VM created is accepted (201), then its provisioning fails with `code`."""
         with self._lock:
             self._provisioning_failures.append((code, message))
+
+    def shut_down_from_inside(self, name: str) -> None:
+        """The VM's OS powers off (`shutdown -h now`): no ARM call does it, and Azure then
+        reports it stopped but still allocated, billed for compute until deleted."""
+        with self._lock:
+            vm = self._vms.get((self.resource_group.lower(), name.lower()))
+            if vm is not None:  # a VM already deleted has no OS to shut down
+                vm.powered_off = True
 
     def vm_names(self) -> list[str]:
         with self._lock:
@@ -509,6 +518,8 @@ class ArmFake:
                              "displayStatus": f"Provisioning {state.lower()}", "time": _now()})
         power = {"Succeeded": ("running", "VM running"),
                  "Deleting": ("deallocating", "VM deallocating")}.get(state)
+        if vm.powered_off and state == "Succeeded":
+            power = ("stopped", "VM stopped")
         if power:
             statuses.append({"code": f"PowerState/{power[0]}", "level": "Info",
                              "displayStatus": power[1]})

@@ -254,7 +254,8 @@ class FakeCloudProvider:
         return states
 
     def snapshot(
-        self, region: str, resource_ids: Collection[str], include_managed: bool = True
+        self, region: str, resource_ids: Collection[str], include_managed: bool = True,
+        power_wanted: Collection[str] = (),  # the twin always knows each machine's state
     ) -> CloudSnapshot:
         self.calls.append("snapshot")
         self.failures.check("snapshot")

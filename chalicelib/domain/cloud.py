@@ -33,6 +33,10 @@ class CloudMachine:
     launched_at: datetime | None = None
     # When it went, if the cloud says (EC2's "User initiated (... GMT)" transition reason).
     gone_at: datetime | None = None
+    # A STOPPED machine the cloud no longer bills: since when, if the cloud says so (a stopped
+    # EC2 instance, from its transition reason). None while it is billed (an Azure VM stopped
+    # but still allocated) or when the cloud gives no time.
+    unbilled_since: datetime | None = None
 
 
 @dataclass(frozen=True)

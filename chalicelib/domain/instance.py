@@ -44,6 +44,9 @@ class LifecyclePolicy:
     # A machine younger than this may still be being recorded (its launch is in flight):
     # the reconciler neither calls it an orphan nor its record's machine gone.
     orphan_grace: timedelta = timedelta(seconds=120)
+    # An agent that sent heartbeats and then none for this long has gone silent: the tick
+    # asks the cloud whether its machine is powered off (3 heartbeats by default).
+    agent_silence: timedelta = timedelta(minutes=3)
 
     def terminate_backoff(self, attempts: int) -> timedelta:
         """How long after the `attempts`-th terminate request the next one is due."""
@@ -168,6 +171,14 @@ class Instance:
             return True
         return now >= self.terminate_requested_at + policy.terminate_backoff(
             self.terminate_attempts
+        )
+
+    def agent_is_silent(self, now: datetime, policy: LifecyclePolicy) -> bool:
+        """In service, its agent has sent heartbeats, and none for the silence period."""
+        return (
+            self.status in IN_SERVICE_STATUSES
+            and self.last_heartbeat is not None
+            and now - self.last_heartbeat.at >= policy.agent_silence
         )
 
     def is_young(self, now: datetime, policy: LifecyclePolicy) -> bool:

@@ -10,9 +10,10 @@ from enum import StrEnum
 
 from chalicelib.domain.cloud import CloudMachine, CloudSnapshot, CloudState
 from chalicelib.domain.instance import EXPIRY_WARNING, Instance, LifecyclePolicy
-from chalicelib.domain.states import InstanceStatus
+from chalicelib.domain.states import IN_SERVICE_STATUSES, InstanceStatus
 
 TERMINATED_OUTSIDE_SERVICE = "terminated_outside_service"
+POWERED_OFF_OUTSIDE_SERVICE = "powered_off_outside_service"
 
 
 class Action(StrEnum):
@@ -92,6 +93,16 @@ def decide(
         return _finish(instance, machine, now)
     if status is InstanceStatus.STOPPING:
         return _stopping(instance, machine, now, policy)
+    powered_off = machine is not None and machine.state is CloudState.STOPPED
+    if status in IN_SERVICE_STATUSES and machine is not None and powered_off:
+        # Powered off behind the service's back (a console stop, an OS shutdown on Azure, the
+        # agent's dead-man switch without an identity): it serves no one, and a stopped but
+        # allocated Azure VM is still billed. Stop it; billing ends when the cloud says it
+        # stopped billing it, else when it takes the terminate.
+        return Decision(
+            instance, Action.STOP, machine, at=machine.unbilled_since,
+            reason=POWERED_OFF_OUTSIDE_SERVICE,
+        )
     stop = instance.next_stop()
     assert stop is not None  # every live status but STOPPING has one
     stop_at, why = stop
@@ -149,6 +160,7 @@ def _stopping(
         return None  # deletion under way and billed to its start: wait for it to finish
     if (
         machine is not None
+        and machine.unbilled_since is None  # a stopped machine the cloud does not bill is not
         and instance.billing_ended_at is not None
         and _asked_long_ago(instance, now, policy)
     ):

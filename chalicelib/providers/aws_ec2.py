@@ -291,7 +291,8 @@ class Ec2Provider:
         return {r: reported.get(r, CloudState.TERMINATING) for r in ids}
 
     def snapshot(
-        self, region: str, resource_ids: Collection[str], include_managed: bool = True
+        self, region: str, resource_ids: Collection[str], include_managed: bool = True,
+        power_wanted: Collection[str] = (),  # DescribeInstances gives every machine's state
     ) -> CloudSnapshot:
         client = self._client_for(region)
         managed = (
@@ -330,17 +331,18 @@ class Ec2Provider:
     def _machine(instance: InstanceTypeDef) -> CloudMachine:
         tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
         state = _STATES.get(instance["State"]["Name"], CloudState.PENDING)
-        gone_at = None
-        if not state.is_present:
-            found = _TRANSITION_TIME.search(instance.get("StateTransitionReason") or "")
-            if found:
-                gone_at = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        transition = None
+        found = _TRANSITION_TIME.search(instance.get("StateTransitionReason") or "")
+        if found:
+            transition = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
         return CloudMachine(
             resource_id=instance["InstanceId"],
             state=state,
             record_id=tags.get(RECORD_ID_TAG),
             launched_at=as_utc(instance.get("LaunchTime")),
-            gone_at=gone_at,
+            gone_at=transition if not state.is_present else None,
+            # EC2 bills no compute for a stopping or stopped instance (none is hibernated).
+            unbilled_since=transition if state is CloudState.STOPPED else None,
         )
 
     def _view(self, client: EC2Client, instance: InstanceTypeDef) -> CloudInstanceView:

@@ -103,6 +103,20 @@ def _text(value: object) -> str:
     return str(getattr(value, "value", value) or "")
 
 
+def _power_state(instance_view: VirtualMachineInstanceView | None) -> str | None:
+    """`running`, `stopped`, `deallocated`, ... from an instance view's PowerState/ status;
+    None without an instance view (a listing) or such a status."""
+    statuses = (instance_view.statuses if instance_view else None) or []
+    return next(
+        (
+            _text(s.code).split("/", 1)[1].lower()
+            for s in statuses
+            if _text(s.code).startswith("PowerState/")
+        ),
+        None,
+    )
+
+
 def _error_code(exc: HttpResponseError) -> str | None:
     error = exc.error
     code = error.code if error is not None else None
@@ -287,30 +301,46 @@ class AzureComputeProvider:
         return {r: self.terminate(r, region) for r in dict.fromkeys(resource_ids)}
 
     def snapshot(
-        self, region: str, resource_ids: Collection[str], include_managed: bool = True
+        self, region: str, resource_ids: Collection[str], include_managed: bool = True,
+        power_wanted: Collection[str] = (),
     ) -> CloudSnapshot:
         """One listing of the resource group (paged): every VM in it, so a VM asked about and
         not listed is gone. The listing carries no power state (Resource Manager expands the
-        instance view of a list only for a scale set), so a provisioned VM counts as running:
-        present and billed, which is all the reconciler needs to know. Without
-        `include_managed`, one read of each VM asked about instead."""
+        instance view of a list only for a scale set), so a provisioned VM counts as running
+        unless it is in `power_wanted`: each of those listed is read once more, with its
+        instance view. Without `include_managed`, one such read of each VM asked about."""
         if not include_managed:
-            by_id = {}
-            for resource_id in dict.fromkeys(resource_ids):
-                vm = self._get_vm(*self._locate(resource_id))
-                if vm is not None:
-                    by_id[resource_id] = self._machine(vm)
-            return CloudSnapshot(managed=(), by_id=by_id)
+            return CloudSnapshot(managed=(), by_id=self._read_each(resource_ids))
         group = str(self._settings.resource_group)
         with _translated("VM listing"):
             vms = list(self._arm().compute.virtual_machines.list(group))
-        machines = [self._machine(vm) for vm in vms]
-        managed = tuple(m for m, vm in zip(machines, vms, strict=True) if self._is_managed(vm))
-        by_id = {m.resource_id.lower(): m for m in machines}
+        listed = {str(vm.id).lower(): vm for vm in vms}
+        closer = [r for r in power_wanted if r.lower() in listed]
+        read = {r.lower(): m for r, m in self._read_each(closer).items()}
+        present = {key: self._machine(vm) for key, vm in listed.items()}
+        for resource_id in closer:  # as read, with its power state; gone if deleted since
+            key = resource_id.lower()
+            if key in read:
+                present[key] = read[key]
+            else:
+                del present[key]
+        managed = tuple(
+            present[key] for key, vm in listed.items() if key in present and self._is_managed(vm)
+        )
         wanted = {r.lower(): r for r in resource_ids}
-        found = {original: by_id[key] for key, original in wanted.items() if key in by_id}
-        listed = {m.resource_id: m for m in managed}
-        return CloudSnapshot(managed=managed, by_id={**listed, **found})
+        found = {original: present[key] for key, original in wanted.items() if key in present}
+        return CloudSnapshot(
+            managed=managed, by_id={**{m.resource_id: m for m in managed}, **found}
+        )
+
+    def _read_each(self, resource_ids: Collection[str]) -> dict[str, CloudMachine]:
+        """One read of each VM, with its instance view (power state included)."""
+        by_id = {}
+        for resource_id in dict.fromkeys(resource_ids):
+            vm = self._get_vm(*self._locate(resource_id))
+            if vm is not None:
+                by_id[resource_id] = self._machine(vm)
+        return by_id
 
     def _is_managed(self, vm: VirtualMachine) -> bool:
         tags = vm.tags or {}
@@ -325,6 +355,11 @@ class AzureComputeProvider:
             "failed": CloudState.FAILED,
             "creating": CloudState.PENDING,
         }.get(provisioning, CloudState.RUNNING)
+        instance_view = properties.instance_view if properties else None
+        if state is CloudState.RUNNING and _power_state(instance_view) in _STOPPED_POWER_STATES:
+            # Stopped or deallocated: Azure gives no time for it, so billing is not ended
+            # from it (a stopped VM that is still allocated is billed).
+            state = CloudState.STOPPED
         return CloudMachine(
             resource_id=str(vm.id),
             state=state,
@@ -368,14 +403,7 @@ class AzureComputeProvider:
         provisioning = _text(properties.provisioning_state if properties else None).lower()
         instance_view = properties.instance_view if properties else None
         statuses = list((instance_view.statuses if instance_view else None) or [])
-        power = next(
-            (
-                _text(s.code).split("/", 1)[1].lower()
-                for s in statuses
-                if _text(s.code).startswith("PowerState/")
-            ),
-            None,
-        )
+        power = _power_state(instance_view)
         failure: CloudProviderError | None = None
         if provisioning == "deleting":
             state = CloudState.TERMINATING

@@ -77,11 +77,13 @@ class CloudProvider(Protocol):
         ...
 
     def snapshot(
-        self, region: str, resource_ids: Collection[str], include_managed: bool = True
+        self, region: str, resource_ids: Collection[str], include_managed: bool = True,
+        power_wanted: Collection[str] = (),
     ) -> CloudSnapshot:
         """This deployment's managed machines in `region` (unless `include_managed` is off),
         and the state of each machine of `resource_ids` that still exists, in as few calls as
-        the cloud allows."""
+        the cloud allows. A machine of `power_wanted` is reported STOPPED if it is powered
+        off, even where the cloud's listing does not say (it is then read on its own)."""
         ...
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -51,6 +51,7 @@ class TickReport:
             "terminatedIdle": o.stopped.get("idle_timeout", []),
             "stoppedMaxLifetime": o.stopped.get("max_lifetime", []),
             "stoppedBudgetExhausted": o.stopped.get("budget_exhausted", []),
+            "stoppedPoweredOff": o.stopped.get("powered_off_outside_service", []),
             "warnedExpiring": o.warned_expiring,
             "terminateSent": o.terminate_sent,
             "confirmedTerminated": [i for i in o.finished if i not in o.finished_outside_service],
@@ -86,7 +87,7 @@ class Reaper:
             return report
         try:
             records = self._live_records(report)
-            snapshots = self._snapshots(records, report)
+            snapshots = self._snapshots(records, now, report)
             decided = plan(records, snapshots, now, self.policy)
             if self.quotas is not None:
                 over_budget, warnings = self.quotas.budget_check(records, now)
@@ -116,22 +117,29 @@ class Reaper:
         return records
 
     def _snapshots(
-        self, records: list[Instance], report: TickReport
+        self, records: list[Instance], now: datetime, report: TickReport
     ) -> dict[tuple[str, str], CloudSnapshot | None]:
         """One look per provider and region: the configured ones, and any a live record is
-        in. A provider that cannot be read maps to None (nothing is judged gone there)."""
+        in. A provider that cannot be read maps to None (nothing is judged gone there). The
+        power state of a machine whose agent went silent is asked for too (powered off?)."""
         wanted: dict[tuple[str, str], set[str]] = {
             (name, self.providers.region_for(name)): set() for name in self.providers.available()
         }
+        silent: dict[tuple[str, str], set[str]] = defaultdict(set)
         for record in records:
-            ids = wanted.setdefault((record.provider, record.region), set())
+            where = (record.provider, record.region)
+            ids = wanted.setdefault(where, set())
             if record.cloud_resource_id is not None:
                 ids.add(record.cloud_resource_id)
+                if record.agent_is_silent(now, self.policy):
+                    silent[where].add(record.cloud_resource_id)
         snapshots: dict[tuple[str, str], CloudSnapshot | None] = {}
         for (provider_name, region), ids in wanted.items():
             try:
                 provider = self.providers.get(provider_name)
-                snapshots[(provider_name, region)] = provider.snapshot(region, sorted(ids))
+                snapshots[(provider_name, region)] = provider.snapshot(
+                    region, sorted(ids), power_wanted=sorted(silent[(provider_name, region)])
+                )
             except Exception:
                 logger.exception("reaper could not list the machines of %s %s", provider_name,
                                  region)

@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 class Outcome:
     """What applying a plan changed, by record id (and cloud id for orphans)."""
 
-    # Records moved to STOPPING, by reason (idle_timeout, max_lifetime).
+    # Records moved to STOPPING, by reason (idle_timeout, max_lifetime, budget_exhausted,
+    # powered_off_outside_service).
     stopped: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     warned_expiring: list[str] = field(default_factory=list)
     terminate_sent: list[str] = field(default_factory=list)
@@ -101,9 +102,12 @@ class Reconciler:
                 decision.machine.resource_id, decision.machine.launched_at
             )
         if action is Action.STOP:
+            claimed = instance.with_terminate_requested(now)
+            unbilled = decision.machine.unbilled_since if decision.machine else None
+            if unbilled is not None:  # the cloud stopped billing the machine then
+                claimed = claimed.with_billing_ended(min(unbilled, now))
             stopping = self.lifecycle.move(
-                instance.with_terminate_requested(now), InstanceStatus.STOPPING,
-                decision.reason, deferred=events,
+                claimed, InstanceStatus.STOPPING, decision.reason, deferred=events
             )
             outcome.stopped[decision.reason or "stop"].append(instance.id)
             return stopping if stopping.cloud_resource_id else None

@@ -383,6 +383,20 @@ def test_a_snapshot_reports_when_a_machine_was_terminated(ec2: Any, provider: Ec
     assert gone.gone_at is not None  # from "User initiated (... UTC)"
 
 
+def test_a_snapshot_reports_a_stopped_machine_unbilled_since_its_stop(
+    ec2: Any, provider: Ec2Provider
+):
+    machine = provider.launch(launch_request()).resource_id
+    ec2.stop_instances(InstanceIds=[machine])
+
+    [stopped] = provider.snapshot(REGION, []).managed
+
+    assert stopped.state is CloudState.STOPPED
+    # EC2 bills no compute from the stop, whose time its transition reason gives.
+    assert stopped.unbilled_since is not None
+    assert stopped.gone_at is None  # it is still there
+
+
 def test_many_machines_are_terminated_in_one_call_and_an_unknown_id_spoils_none(
     ec2: Any, provider: Ec2Provider
 ):

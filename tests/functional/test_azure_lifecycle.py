@@ -209,6 +209,43 @@ def test_a_vm_deleted_behind_our_back_leaves_its_record_terminated_and_billed_to
     assert gone["costUsd"] == "0.263000"
 
 
+def test_a_vm_whose_os_powered_off_is_found_once_its_agent_falls_silent_and_deleted(
+    api, aws, agents, clock
+):
+    """`shutdown -h now` inside an Azure VM (a user ending a job so, or the agent's dead-man
+    switch with no identity to delete the VM) leaves it stopped but allocated, and billed.
+    The listing does not show power states: the tick reads the VM once its agent has been
+    silent for 3 heartbeats, then deletes it. Billing ends when Azure takes the delete."""
+    instance = provision_azure(api, autoTerminateMinutes=120)
+    aws.wait_for_workflows()
+    vm = api.get(instance["id"])["cloudResourceId"].rsplit("/", 1)[1]
+    clock.advance(minutes=1)
+    assert agents.heartbeat(instance["id"], utilization=90)[0] == 200
+    clock.advance(minutes=1)
+    aws.arm_fake.shut_down_from_inside(vm)
+    clock.advance(minutes=1)
+
+    reads_before = aws.arm_fake.calls.count(f"GET virtualMachines {vm}")
+    calm = api.tick()  # 2 minutes since the last heartbeat: not silent yet, not read
+    assert calm["stoppedPoweredOff"] == []
+    assert aws.arm_fake.calls.count(f"GET virtualMachines {vm}") == reads_before
+    clock.advance(minutes=1)
+
+    report = api.tick()  # reads the VM, finds it stopped, asks Azure to delete it
+
+    assert report["stoppedPoweredOff"] == [instance["id"]]
+    assert aws.arm_fake.calls.count(f"GET virtualMachines {vm}") > reads_before
+    assert api.get(instance["id"])["status"] == "STOPPING"
+    clock.advance(minutes=1)
+    assert api.tick()["confirmedTerminated"] == [instance["id"]]  # the VM answers 404
+    stopped = api.get(instance["id"])
+    assert (stopped["status"], stopped["statusReason"]) == (
+        "TERMINATED", "powered_off_outside_service")
+    # Stopped but allocated, the VM was billed to the delete: 4 minutes at 0.526 USD/h.
+    assert stopped["billing"]["endedAt"] == "2026-03-02T09:04:00.000Z"
+    assert stopped["costUsd"] == "0.035067"
+
+
 def test_missing_azure_settings_refuse_azure_with_503_naming_them_and_aws_still_works(
     api, aws, clock
 ):

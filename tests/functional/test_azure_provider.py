@@ -439,3 +439,26 @@ def test_a_vm_gets_the_agent_in_custom_data_its_identity_encryption_at_host_and_
         assert resource["tags"]["provisioner:managed"] == "true"  # ours cannot be overridden
     [configuration] = nic["properties"]["ipConfigurations"]
     assert "publicIPAddress" not in configuration["properties"]  # no public address
+
+
+def test_a_snapshot_reads_the_power_state_only_of_the_vms_asked_for_it(azure):
+    """The listing has no power state: a VM powered off from inside is listed as running
+    unless its power state is asked for, which costs one read of that VM."""
+    azure.launch()
+    azure.describe()  # past Creating
+    azure.fake.shut_down_from_inside(RECORD)
+    before = len(azure.arm_calls())
+
+    listed = azure.provider.snapshot("eastus", [VM_ID])
+    assert listed.state_of(VM_ID).state is CloudState.RUNNING
+    assert azure.arm_calls()[before:] == ["GET virtualMachineList "]  # the listing alone
+
+    looked = azure.provider.snapshot("eastus", [VM_ID], power_wanted=[VM_ID])
+    [machine] = looked.managed
+    assert looked.state_of(VM_ID).state is CloudState.STOPPED
+    assert (machine.resource_id, machine.state) == (VM_ID, CloudState.STOPPED)
+    # Stopped but allocated is billed: Azure gives no time to end billing from.
+    assert machine.unbilled_since is None
+    assert azure.arm_calls()[before + 1:] == [
+        "GET virtualMachineList ", f"GET virtualMachines {RECORD}",
+    ]

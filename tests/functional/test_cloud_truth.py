@@ -339,3 +339,31 @@ def test_the_status_reason_never_carries_the_clouds_own_message(api, aws, faults
     )
     shown = [failed["statusReason"], *(h["reason"] for h in failed["statusHistory"])]
     assert not any("arn:" in (r or "") or "123456789012" in (r or "") for r in shown)
+
+
+# -- records to cloud: live records whose machine was powered off ------------------------
+
+
+def test_a_machine_stopped_behind_the_services_back_is_terminated_and_billed_to_its_stop(
+    api, aws, clock
+):
+    """A console stop (or the agent powering off a machine not launched to terminate): EC2
+    bills nothing for a stopped instance, which serves no one, so the tick stops the record
+    long before its idle deadline, billed to the time EC2 gives for the stop."""
+    instance = ready_instance(api, aws, autoTerminateMinutes=120)
+    machine = instance["cloudResourceId"]
+    clock.advance(minutes=10)
+    ec2().stop_instances(InstanceIds=[machine])  # in the console
+    assert state_of(machine) == "stopped"
+    clock.advance(minutes=1)
+
+    report = api.tick()
+
+    assert report["stoppedPoweredOff"] == [instance["id"]]
+    assert report["terminateSent"] == [instance["id"]]
+    assert state_of(machine) == "terminated"
+    stopped = api.get(instance["id"])
+    assert (stopped["status"], stopped["statusReason"]) == (
+        "TERMINATED", "powered_off_outside_service")
+    assert stopped["billing"]["endedAt"] == "2026-03-02T09:10:00.000Z"
+    assert stopped["costUsd"] == "0.087667"  # 600 s at 0.526 USD/h

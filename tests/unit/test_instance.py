@@ -298,3 +298,18 @@ def test_with_cost_accrued_records_the_cost_and_when_it_was_taken():
         make_instance(S.RUNNING, launched_at=T0),
         accrued_cost=Decimal("1.052000"), accrued_until=at(hours=2), updated_at=at(hours=2),
     )
+
+
+def test_an_agent_is_silent_after_heartbeats_then_none_for_the_silence_period():
+    from chalicelib.domain.agent import Heartbeat
+
+    policy = LifecyclePolicy(agent_silence=timedelta(minutes=3))
+    beat = Heartbeat(at=at(minutes=1), gpus=())
+    ready = make_instance(S.READY, last_heartbeat=beat)
+
+    assert not ready.agent_is_silent(at(minutes=3, seconds=59), policy)
+    assert ready.agent_is_silent(at(minutes=4), policy)
+    # Never a heartbeat (no agent, or not yet): nothing went silent.
+    assert not make_instance(S.READY).agent_is_silent(at(hours=5), policy)
+    # Only in service: a stopping record's machine is being terminated anyway.
+    assert not make_instance(S.STOPPING, last_heartbeat=beat).agent_is_silent(at(hours=5), policy)

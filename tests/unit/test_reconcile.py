@@ -96,6 +96,42 @@ def test_a_stop_whose_machine_still_runs_is_billed_on_and_asked_again_with_backo
     )
 
 
+# -- machines powered off behind the service's back --------------------------------------
+
+
+@pytest.mark.parametrize("status", [S.READY, S.RUNNING])
+def test_an_in_service_record_whose_machine_is_powered_off_is_stopped_at_once(status):
+    """Long before its idle deadline: a powered-off machine serves no one."""
+    stopped_ec2 = CloudMachine(MACHINE, CloudState.STOPPED, unbilled_since=at(minutes=4))
+
+    decision = decide(launched(status), cloud(stopped_ec2), at(minutes=5), POLICY)
+
+    assert (decision.action, decision.reason) == (Action.STOP, "powered_off_outside_service")
+    assert decision.at == at(minutes=4)  # the cloud stopped billing it then
+    stopped_azure = CloudMachine(MACHINE, CloudState.STOPPED)  # allocated: billed on
+    decision = decide(launched(status), cloud(stopped_azure), at(minutes=5), POLICY)
+    assert (decision.action, decision.at) == (Action.STOP, None)
+
+
+def test_a_starting_record_whose_machine_is_stopped_is_left_to_its_workflow():
+    stopped = CloudMachine(MACHINE, CloudState.STOPPED, unbilled_since=at(minutes=4))
+    assert decide(launched(S.CONFIGURING), cloud(stopped), at(minutes=5), POLICY) is None
+
+
+def test_a_stop_whose_stopped_machine_the_cloud_no_longer_bills_does_not_resume_billing():
+    stopping = launched(S.STOPPING, terminate_requested_at=T0, terminate_attempts=1,
+                        billing_ended_at=T0)
+    unbilled = CloudMachine(MACHINE, CloudState.STOPPED, unbilled_since=T0)
+    billed = CloudMachine(MACHINE, CloudState.STOPPED)  # an Azure VM stopped, still allocated
+
+    assert decide(stopping, cloud(unbilled), at(minutes=5), POLICY).action is (
+        Action.SEND_TERMINATE
+    )
+    assert decide(stopping, cloud(billed), at(minutes=5), POLICY).action is (
+        Action.RESUME_BILLING
+    )
+
+
 def test_a_stop_past_its_limit_is_reported_stuck_once_and_never_abandoned():
     stopping = launched(S.STOPPING, terminate_requested_at=at(minutes=11),
                         terminate_attempts=6)
