@@ -30,6 +30,7 @@ from chalicelib.domain.stats import FinishedShare, FinishedTotals
 from chalicelib.persistence.repository import InstanceRepository, ListQuery, Page
 from chalicelib.services.costs import month_start, month_to_date_spend
 from chalicelib.services.ports import Clock
+from chalicelib.services.views import BudgetWarning
 
 logger = logging.getLogger(__name__)
 RESERVE_ATTEMPTS = 3
@@ -166,13 +167,13 @@ class QuotaService:
                     user_id, month, now
                 ):
                     share = budget_spent_share(limits, spent) or Decimal("0")
-                    events.append(Event(BUDGET_WARNING, {
-                        "userId": user_id, "month": month,
-                        "monthlyBudgetUsd": str(limits.monthly_budget),
-                        "spentUsd": str(spent),
-                        "spentPercent": str((share * 100).quantize(Decimal("0.1"))),
-                        "budgetAction": limits.budget_action,
-                    }))
+                    warning = BudgetWarning(
+                        userId=user_id, month=month,
+                        monthlyBudgetUsd=str(limits.monthly_budget), spentUsd=str(spent),
+                        spentPercent=str((share * 100).quantize(Decimal("0.1"))),
+                        budgetAction=limits.budget_action,
+                    )
+                    events.append(Event(BUDGET_WARNING, warning.model_dump(mode="json")))
                 if stops_instances(limits, spent):
                     to_stop[user_id] = [
                         r for r in live if r.status is not InstanceStatus.STOPPING

@@ -23,7 +23,14 @@ from chalicelib.domain.reconcile import Action, Decision, Orphan, Plan
 from chalicelib.domain.states import InstanceStatus
 from chalicelib.providers.base import CloudProviderError
 from chalicelib.services.lifecycle import Lifecycle
-from chalicelib.services.views import ExpiringInstance, Expiry, instance_view, iso, record_as
+from chalicelib.services.views import (
+    ExpiringInstance,
+    Expiry,
+    OrphanTerminated,
+    instance_view,
+    iso,
+    record_as,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -266,15 +273,12 @@ class Reconciler:
                     orphan.age.total_seconds(),
                 )
                 outcome.orphans_terminated.append(machine.resource_id)
-                events.append(Event(ORPHAN_TERMINATED, {
-                    "provider": provider_name,
-                    "region": region,
-                    "cloudResourceId": machine.resource_id,
-                    "recordId": machine.record_id,
-                    "launchedAt": iso(machine.launched_at),
-                    "ageSeconds": int(orphan.age.total_seconds()),
-                    "terminatedAt": iso(now),
-                }))
+                detail = OrphanTerminated(
+                    provider=provider_name, region=region, cloudResourceId=machine.resource_id,
+                    recordId=machine.record_id, launchedAt=iso(machine.launched_at),
+                    ageSeconds=int(orphan.age.total_seconds()), terminatedAt=iso(now),
+                )
+                events.append(Event(ORPHAN_TERMINATED, detail.model_dump(mode="json")))
                 self._bill_finished_record(orphan, now, outcome)
 
     def _bill_finished_record(self, orphan: Orphan, now: datetime, outcome: Outcome) -> None:

@@ -126,6 +126,29 @@ class ExpiringInstance(InstanceRecord):
     expiring: Expiry
 
 
+class OrphanTerminated(BaseModel):
+    """The `Instance Orphan Terminated` event's detail: the machine, not a record."""
+
+    provider: str
+    region: str
+    cloudResourceId: str
+    recordId: str | None = Field(description="the machine's provisioner:record-id tag")
+    launchedAt: str | None
+    ageSeconds: int
+    terminatedAt: str
+
+
+class BudgetWarning(BaseModel):
+    """The `Budget Warning` event's detail: a user's month-to-date spend and budget."""
+
+    userId: str
+    month: str = Field(description="the UTC month, YYYY-MM")
+    monthlyBudgetUsd: str = Money
+    spentUsd: str = Money
+    spentPercent: str = Field(description="of the budget, to one decimal")
+    budgetAction: str
+
+
 @overload
 def iso(moment: datetime) -> str: ...
 @overload
