@@ -73,7 +73,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "provisionInstance", "POST", "/api/instances", "Provision an instance",
         202, responses.ProvisionedInstance, (400, 409, 413, 415, 422, 503),
-        body=requests.ProvisionBody,
+        query=requests.NoQuery, body=requests.ProvisionBody,
         description=(
             "Writes the record in PROVISIONING and starts the lifecycle workflow; poll the "
             "record (or listen to the events) until it is READY. Name a type with "
@@ -148,7 +148,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "reportActivity", "POST", INSTANCE + "/activity", "Report a task running or idle",
-        200, views.InstanceRecord, (400, 404, 409, 413, 415),
+        200, views.InstanceRecord, (400, 404, 409, 413, 415), query=requests.NoQuery,
         body=requests.ActivityBody,
         description=(
             "`running` moves READY to RUNNING, `idle` moves RUNNING to READY; either restarts "
@@ -183,7 +183,8 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "reportAgentReady", "POST", AGENT + "/ready", "The agent's boot report of the GPUs",
-        200, responses.AgentInstructions, (400, 410, 413, 415), body=requests.AgentReadyBody,
+        200, responses.AgentInstructions, (400, 410, 413, 415), query=requests.NoQuery,
+        body=requests.AgentReadyBody,
         security="agent",
         description=(
             "Called by the agent on the machine at boot with what `nvidia-smi` found. The "
@@ -194,7 +195,8 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "reportAgentHeartbeat", "POST", AGENT + "/heartbeat", "The agent's GPU heartbeat",
-        200, responses.AgentInstructions, (400, 410, 413, 415), body=requests.AgentHeartbeatBody,
+        200, responses.AgentInstructions, (400, 410, 413, 415), query=requests.NoQuery,
+        body=requests.AgentHeartbeatBody,
         security="agent",
         description=(
             "Per-GPU utilization, memory and processes, every `heartbeatSeconds`. A GPU "

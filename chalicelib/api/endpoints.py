@@ -64,6 +64,7 @@ class Endpoints:
 
     def provision(self, request: Request) -> Response:
         caller = self._caller(request)
+        _parse(NoQuery, _query(request), "query string")
         key = idempotency_key(request.headers or {})
         data = _json_body(request)
         if not isinstance(data, dict):
@@ -162,6 +163,7 @@ class Endpoints:
 
     def agent_ready(self, request: Request, instance_id: str) -> dict[str, Any]:
         secret = agent_secret(request.headers or {})
+        _parse(NoQuery, _query(request), "query string")
         body = _parse(AgentReadyBody, _json_body(request), "request body")
         report = GpuReport(
             ok=body.ok,
@@ -177,6 +179,7 @@ class Endpoints:
 
     def agent_heartbeat(self, request: Request, instance_id: str) -> dict[str, Any]:
         secret = agent_secret(request.headers or {})
+        _parse(NoQuery, _query(request), "query string")
         body = _parse(AgentHeartbeatBody, _json_body(request), "request body")
         heartbeat = Heartbeat(
             at=self.container.clock(),
@@ -192,6 +195,7 @@ class Endpoints:
 
     def report_activity(self, request: Request, instance_id: str) -> dict[str, Any]:
         caller = self._caller(request)
+        _parse(NoQuery, _query(request), "query string")
         body = _parse(ActivityBody, _json_body(request), "request body")
         instance = self.container.instances.report_activity(
             caller, _checked_id(instance_id), body.state

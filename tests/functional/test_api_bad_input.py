@@ -299,6 +299,33 @@ def test_a_query_parameter_on_stats_is_refused_by_name(api):
     assert body["fields"] == [{"field": "status", "problem": "unknown field", "allowed": "none"}]
 
 
+def test_a_query_parameter_on_a_provision_is_refused_and_nothing_is_launched(api, aws):
+    answer = api.call("POST", f"{INSTANCES}?dryRun=true", body={"instanceType": "g4dn.xlarge"})
+
+    body = assert_error(answer, 400, "invalid_request", "dryRun", "unknown")
+    assert body["fields"] == [{"field": "dryRun", "problem": "unknown field", "allowed": "none"}]
+    assert api.call("GET", INSTANCES)[1]["items"] == []
+
+
+def test_a_query_parameter_on_an_activity_report_or_an_agent_call_is_refused(api, aws, agents):
+    instance = api.provision()
+    aws.wait_for_workflows()
+    path = f"{INSTANCES}/{instance['id']}/activity?state=running"
+    assert_error(api.call("POST", path, body={"state": "running"}), 400, "invalid_request",
+                 "state", "unknown")
+    secret = agents.headers(agents.config_of(instance["id"]))
+    beat = {"gpus": [], "healthy": True}
+    agent_path = f"/api/agent/instances/{instance['id']}/heartbeat?verbose=1"
+    assert_error(api.call("POST", agent_path, user=None, body=beat, headers=secret), 400,
+                 "invalid_request", "verbose")
+    ready_path = f"/api/agent/instances/{instance['id']}/ready?verbose=1"
+    assert_error(api.call("POST", ready_path, user=None, body={"ok": True, "gpus": []},
+                          headers=secret), 400, "invalid_request", "verbose")
+    # Nothing was taken as activity or as a report.
+    record = api.get(instance["id"])
+    assert (record["status"], record["agent"]["lastHeartbeatAt"]) == ("READY", None)
+
+
 @pytest.mark.parametrize(
     "cursor",
     ["garbage", "%%%%", "e30", cursor_of(["id"]), cursor_of({"id": {"S": "x"}}),
