@@ -83,6 +83,12 @@ class LambdaRouter:
     # Called before each step with its name and event: what goes on meanwhile outside the
     # workflow (the tests' simulated agents report when the workflow first asks).
     before_step: Callable[[str, dict], None] | None = None
+    # The function each thread is running, while it runs (the tests attribute cloud calls).
+    _running: threading.local = field(default_factory=threading.local)
+
+    def running(self) -> str | None:
+        """The name of the function this thread is running, or None."""
+        return getattr(self._running, "name", None)
 
     def invoke(
         self, backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any,
@@ -97,11 +103,14 @@ class LambdaRouter:
         if handler is None:
             response_headers["x-amz-function-error"] = "Unhandled"
             return _error_payload("ResourceNotFoundException", f"no handler {function_name}")
+        self._running.name = name
         try:
             result = handler(event, None)
         except Exception as error:  # the Lambda runtime reports any exception this way
             response_headers["x-amz-function-error"] = "Unhandled"
             return _error_payload(type(error).__name__, str(error))
+        finally:
+            self._running.name = None
         return json.dumps(result, default=str).encode()
 
 

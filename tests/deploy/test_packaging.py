@@ -522,7 +522,7 @@ def test_events_go_only_to_the_stages_bus(package):
                 ]
 
 
-def test_dynamodb_rights_name_the_stages_tables_and_only_the_api_and_reaper_use_the_control_table(
+def test_dynamodb_rights_name_the_stages_tables_and_who_may_do_what_on_the_control_table(
     package,
 ):
     instances = package.resources["InstancesTable"]["Properties"]["TableName"]
@@ -543,14 +543,24 @@ def test_dynamodb_rights_name_the_stages_tables_and_only_the_api_and_reaper_use_
             if tables == {control}:
                 on_control.setdefault(name, set()).update(granted)
 
-    # The API keeps idempotency records (Powertools' DynamoDB persistence layer); the reaper
-    # takes and gives back its tick lease with conditional writes.
+    # The API keeps idempotency records, reserves quota usage, sets limits and reads the
+    # finished totals (a Query of the usage items for an operator's stats); the reaper takes
+    # and gives back its tick lease, reads limits and usage for the budget check, and gives
+    # usage back; the two steps that finish records give usage back too.
+    # tests/functional/test_iam_policies.py checks these against the calls the code makes.
     assert on_control == {
         "api_handler": {
+            "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+            "dynamodb:Query",
+        },
+        "reaper": {
             "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"
         },
-        "reaper": {"dynamodb:PutItem", "dynamodb:DeleteItem"},
+        "record_instance_error": {"dynamodb:UpdateItem"},
+        "release_instance": {"dynamodb:UpdateItem"},
     }
+
+
 
 
 # -- API --------------------------------------------------------------------------------
