@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -143,6 +143,22 @@ class QuotaService:
         added to its user's finished totals, once."""
         self.store.release(FinishedShare.of(instance))
 
+    def repair_usage(self, live_ids: Collection[str]) -> list[str]:
+        """Give back the usage still held for finished instances (a release that failed when
+        the record was finished, logged then): one Query of the usage items, then one read of
+        the holders that are not among `live_ids`. Returns the ids released now."""
+        _, holders = self.store.aggregates(None)
+        suspects = holders - frozenset(live_ids)
+        if not suspects:
+            return []
+        repaired = []
+        # A holder not yet stored, or stored live since `live_ids` was read, is left alone.
+        for record in self.repository.get_many(suspects):
+            if record.status.is_terminal and self.store.release(FinishedShare.of(record)):
+                logger.warning("gave back the quota usage still held by finished %s", record.id)
+                repaired.append(record.id)
+        return sorted(repaired)
+
     # -- the reaper's budget check --------------------------------------------------
 
     def budget_check(
@@ -197,7 +213,8 @@ class UsageReleasingRepository:
             try:
                 self.quotas.release(stored)
             except Exception:
-                # The transition is stored; the reaper's tick repairs the usage.
+                # The transition is stored; the reaper's next tick gives the usage back
+                # (QuotaService.repair_usage).
                 logger.exception("could not release the usage of %s", stored.id)
         return stored
 

@@ -39,6 +39,8 @@ class TickReport:
     burn_rate_usd_per_hour: Decimal = Decimal("0")
     stuck_stopping: int = 0
     young_unowned: int = 0
+    # Finished instances whose quota usage was still held (a failed release), given back.
+    usage_repaired: list[str] = field(default_factory=list)
 
     @property
     def changed_anything(self) -> bool:
@@ -59,6 +61,7 @@ class TickReport:
             "billingResumed": o.billing_resumed,
             "markedStuck": o.failed_stuck + o.reported_stuck,
             "orphansTerminated": o.orphans_terminated,
+            "usageRepaired": self.usage_repaired,
             "failures": dict(self.failures + o.failures),
             "liveByStatus": dict(self.live_by_status),
             "burnRateUsdPerHour": str(self.burn_rate_usd_per_hour),
@@ -97,6 +100,7 @@ class Reaper:
                 self.lifecycle.publish(warnings)
             report.young_unowned = decided.young_unowned
             report.outcome = self.reconciler.apply(decided, now)
+            self._repair_usage(records, report)
             self._measure(records, now, report)
         finally:
             try:
@@ -104,6 +108,15 @@ class Reaper:
             except Exception:
                 logger.exception("could not release the reaper's lease; it expires by itself")
         return report
+
+    def _repair_usage(self, records: list[Instance], report: TickReport) -> None:
+        if self.quotas is None:
+            return
+        try:
+            report.usage_repaired = self.quotas.repair_usage([r.id for r in records])
+        except Exception:
+            logger.exception("reaper could not check the quota usage")
+            report.failures["usage-repair"] += 1
 
     def _live_records(self, report: TickReport) -> list[Instance]:
         records: list[Instance] = []

@@ -545,8 +545,9 @@ def test_dynamodb_rights_name_the_stages_tables_and_who_may_do_what_on_the_contr
 
     # The API keeps idempotency records, reserves quota usage, sets limits and reads the
     # finished totals (a Query of the usage items for an operator's stats); the reaper takes
-    # and gives back its tick lease, reads limits and usage for the budget check, and gives
-    # usage back; the two steps that finish records give usage back too.
+    # and gives back its tick lease, reads limits and usage for the budget check, gives usage
+    # back and repairs the usage a failed release kept (a Query of the usage items); the two
+    # steps that finish records give usage back too.
     # tests/functional/test_iam_policies.py checks these against the calls the code makes.
     assert on_control == {
         "api_handler": {
@@ -554,7 +555,8 @@ def test_dynamodb_rights_name_the_stages_tables_and_who_may_do_what_on_the_contr
             "dynamodb:Query",
         },
         "reaper": {
-            "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"
+            "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+            "dynamodb:Query",
         },
         "record_instance_error": {"dynamodb:UpdateItem"},
         "release_instance": {"dynamodb:UpdateItem"},

@@ -169,9 +169,11 @@ def test_every_call_of_every_function_is_allowed_by_its_policy(api, aws, agents,
     aws.wait_for_workflows()
     assert api.get(failed["id"])["status"] == "ERROR"
 
-    # DELETE of a live instance: the release workflow's step terminates it at once.
+    # DELETE of a live instance: the release workflow's step terminates it at once; its
+    # usage is not given back (the write is refused), which the tick repairs below.
     second = api.provision(instanceType="g4dn.xlarge")
     aws.wait_for_workflows()
+    faults.fail("dynamodb", "UpdateItem", "AccessDeniedException")
     assert api.call("DELETE", f"/api/instances/{second['id']}")[0] == 202
     aws.wait_for_workflows()
     assert api.get(second["id"])["status"] == "TERMINATED"
@@ -183,6 +185,7 @@ def test_every_call_of_every_function_is_allowed_by_its_policy(api, aws, agents,
     report = api.tick()
     aws.wait_for_workflows()
     assert report["stoppedBudgetExhausted"] == [instance_id]
+    assert report["usageRepaired"] == [second["id"]]
     ec2 = boto3.client("ec2", region_name=aws.settings.region)
     tags = [{"Key": "provisioner:managed", "Value": "true"},
             {"Key": "provisioner:deployment", "Value": aws.settings.deployment_name},

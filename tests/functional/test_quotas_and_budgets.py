@@ -51,6 +51,28 @@ def test_a_user_capped_at_one_instance_is_refused_a_second_and_nothing_is_create
     assert running_machines() == 1
 
 
+def test_a_place_a_failed_release_kept_is_given_back_by_the_next_tick(api, aws, faults):
+    """The record is finished, but the write giving its usage back is refused (a throttle,
+    a missing right): the user is held at the limit until the reaper's tick sees a holder
+    whose record is finished and gives its place back."""
+    set_limits(api, maxLiveInstances=1)
+    first = api.provision()
+    aws.wait_for_workflows()
+    faults.fail("dynamodb", "UpdateItem", "AccessDeniedException")  # the release's write
+    api.call("DELETE", f"/api/instances/{first['id']}")
+    aws.wait_for_workflows()
+    assert api.get(first["id"])["status"] == "TERMINATED"
+    refused = api.call("POST", "/api/instances", body={"instanceType": "g4dn.xlarge"})
+    assert (refused[0], refused[1]["error"]) == (403, "quota_exceeded")
+
+    report = api.tick()
+
+    assert report["usageRepaired"] == [first["id"]]
+    assert limits_of(api)[1]["usage"]["liveInstances"] == 0
+    assert api.tick()["usageRepaired"] == []  # once
+    api.provision()
+
+
 def test_a_finished_instance_gives_its_place_back(api, aws):
     set_limits(api, maxLiveInstances=1)
     first = api.provision()
