@@ -164,18 +164,7 @@ class DynamoDbUsage:
         write; False if it held nothing (already released, or provisioned before quotas)."""
         key = _usage_key(finished.user_id)
         if finished.launched_at is not None:
-            # The earliest launch: a min kept by a conditional write (losing is fine).
-            with contextlib.suppress(_ConditionFailed):
-                self._call(
-                    "update_item", TableName=self.table, Key=key,
-                    UpdateExpression="SET first_launch = :t",
-                    ConditionExpression="contains(holders, :id) AND "
-                    "(attribute_not_exists(first_launch) OR first_launch > :t)",
-                    ExpressionAttributeValues={
-                        ":t": {"S": finished.launched_at.isoformat()},
-                        ":id": {"S": finished.instance_id},
-                    },
-                )
+            self._set_first_launch(key, finished, "contains(holders, :id) AND ")
         names = {
             "#status": f"finished#{finished.status}",
             "#provider": f"finished-provider#{finished.provider}",
@@ -202,6 +191,36 @@ class DynamoDbUsage:
             return False
         return True
 
+    def rebill(self, before: FinishedShare, after: FinishedShare) -> bool:
+        """A finished instance billed again (a machine of it found later): the finished totals
+        take the difference, if its release counted it there (a holder's is counted when it
+        is released, as it is then). False if nothing changed."""
+        key = _usage_key(after.user_id)
+        newly_launched = before.launched_at is None and after.launched_at is not None
+        if after.cost == before.cost and not newly_launched:
+            return False
+        if newly_launched:
+            self._set_first_launch(key, after, "NOT contains(holders, :id) AND ")
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {
+            ":cost": {"N": str(after.cost - before.cost)}, ":id": {"S": after.instance_id},
+        }
+        adds = "finished_cost :cost"
+        if newly_launched:
+            names["#rule"] = f"launched-hourly#{after.billing_rule}"
+            values[":rate"] = {"N": str(after.hourly_usd)}
+            adds += ", #rule :rate"
+        try:
+            self._call(
+                "update_item", TableName=self.table, Key=key, UpdateExpression=f"ADD {adds}",
+                ConditionExpression="attribute_exists(pk) AND NOT contains(holders, :id)",
+                ExpressionAttributeValues=values,
+                **({"ExpressionAttributeNames": names} if names else {}),
+            )
+        except _ConditionFailed:
+            return False
+        return True
+
     # -- budget warnings ----------------------------------------------------------------
 
     def mark_warned(self, user_id: str, month: str, now: datetime) -> bool:
@@ -220,6 +239,21 @@ class DynamoDbUsage:
         return True
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _set_first_launch(self, key: dict[str, Any], finished: FinishedShare, when: str) -> None:
+        """The earliest launch: a min kept by a conditional write (losing is fine)."""
+        assert finished.launched_at is not None
+        with contextlib.suppress(_ConditionFailed):
+            self._call(
+                "update_item", TableName=self.table, Key=key,
+                UpdateExpression="SET first_launch = :t",
+                ConditionExpression=when
+                + "(attribute_not_exists(first_launch) OR first_launch > :t)",
+                ExpressionAttributeValues={
+                    ":t": {"S": finished.launched_at.isoformat()},
+                    ":id": {"S": finished.instance_id},
+                },
+            )
 
     def _get(self, user_id: str, sort_key: str) -> dict[str, Any] | None:
         answer = self._call(

@@ -44,6 +44,7 @@ class UsageStore(Protocol):
         self, user_id: str, instance_id: str, gpus: int, hourly_usd: Decimal, limits: Limits
     ) -> bool: ...
     def release(self, finished: FinishedShare) -> bool: ...
+    def rebill(self, before: FinishedShare, after: FinishedShare) -> bool: ...
     def finished_totals(self, user_id: str | None) -> FinishedTotals: ...
     def aggregates(self, user_id: str | None) -> tuple[FinishedTotals, frozenset[str]]: ...
     def mark_warned(self, user_id: str, month: str, now: datetime) -> bool: ...
@@ -208,6 +209,9 @@ class UsageReleasingRepository:
         self.quotas = quotas
 
     def save(self, instance: Instance, expected_status: InstanceStatus) -> Instance:
+        # A finished record written again is billed again (a machine of it found later):
+        # the finished totals take the difference, so they stay the sum of the records.
+        before = self.inner.get(instance.id) if expected_status.is_terminal else None
         stored: Instance = self.inner.save(instance, expected_status)
         if stored.status.is_terminal and expected_status.is_live:
             try:
@@ -216,6 +220,11 @@ class UsageReleasingRepository:
                 # The transition is stored; the reaper's next tick gives the usage back
                 # (QuotaService.repair_usage).
                 logger.exception("could not release the usage of %s", stored.id)
+        elif before is not None and before.status.is_terminal:
+            try:
+                self.quotas.store.rebill(FinishedShare.of(before), FinishedShare.of(stored))
+            except Exception:
+                logger.exception("could not add the new bill of %s to the totals", stored.id)
         return stored
 
     def add(self, instance: Instance) -> Instance:

@@ -547,7 +547,8 @@ def test_dynamodb_rights_name_the_stages_tables_and_who_may_do_what_on_the_contr
     # finished totals (a Query of the usage items for an operator's stats); the reaper takes
     # and gives back its tick lease, reads limits and usage for the budget check, gives usage
     # back and repairs the usage a failed release kept (a Query of the usage items); the two
-    # steps that finish records give usage back too.
+    # steps that finish records give usage back too, and they and the launch add the bill of
+    # a finished record's machine found later to the finished totals.
     # tests/functional/test_iam_policies.py checks these against the calls the code makes.
     assert on_control == {
         "api_handler": {
@@ -558,6 +559,7 @@ def test_dynamodb_rights_name_the_stages_tables_and_who_may_do_what_on_the_contr
             "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
             "dynamodb:Query",
         },
+        "launch_instance": {"dynamodb:UpdateItem"},
         "record_instance_error": {"dynamodb:UpdateItem"},
         "release_instance": {"dynamodb:UpdateItem"},
     }

@@ -132,6 +132,8 @@ def test_the_machine_of_an_errored_record_whose_release_never_happened_is_found_
     assert billed["billing"]["startedAt"] == "2026-03-02T09:00:00.000Z"
     assert billed["billing"]["endedAt"] == "2026-03-02T09:18:00.000Z"
     assert billed["costUsd"] == "0.157800"
+    # The finished totals took the new bill too: the stats are the sum of the records.
+    assert api.call("GET", "/api/instances/stats")[1]["totalCostUsd"] == "0.157800"
 
 
 # -- records to cloud: live records whose machine went -------------------------------------

@@ -138,8 +138,9 @@ def recorder(aws, faults, botocore_session) -> Iterator[Recorder]:
         botocore_session.unregister("before-call", recording.before_call)
 
 
-def test_every_call_of_every_function_is_allowed_by_its_policy(api, aws, agents, clock,
-                                                                recorder, faults):
+def test_every_call_of_every_function_is_allowed_by_its_policy(
+    api, aws, agents, clock, recorder, faults, untracked_machine
+):
     # The API: limits, an idempotent provision, reads through every index, a change.
     assert api.call("PUT", "/api/users/alice/limits", user=OPERATOR, body={
         "maxLiveInstances": 5, "monthlyBudgetUsd": "2.00", "budgetAction": "stop",
@@ -177,6 +178,17 @@ def test_every_call_of_every_function_is_allowed_by_its_policy(api, aws, agents,
     assert api.call("DELETE", f"/api/instances/{second['id']}")[0] == 202
     aws.wait_for_workflows()
     assert api.get(second["id"])["status"] == "TERMINATED"
+
+    # A retried launch of a record finished meanwhile finds its machine by its tag: it
+    # releases the machine and bills the record for it (the finished totals take the bill).
+    faults.fail("ec2", "RunInstances", "InsufficientInstanceCapacity")
+    late = api.provision(instanceType="g4dn.xlarge")
+    aws.wait_for_workflows()
+    untracked_machine(late["id"])
+    recorder.main_function = "launch_instance"
+    aws.router.handlers["launch_instance"]({"instanceId": late["id"]}, None)
+    recorder.main_function = "api_handler"
+    assert api.get(late["id"])["cloudResourceId"] is not None
 
     # The reaper: the spent budget stops the instance; an orphan of a finished record is
     # terminated and billed to it; the tick leaves its totals.
