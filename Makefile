@@ -36,7 +36,7 @@ coverage: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --cov=chalicelib --cov-branch \
 		--cov-report=term:skip-covered
 
-# ruff, then mypy --strict on chalicelib and app.py (its settings are in pyproject.toml).
+# ruff, then mypy --strict on chalicelib, app.py and provisioner_cli (settings: pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -220,7 +220,7 @@ class CostQuery(BaseModel):
         default=None, alias="from",
         description="Start of the window (inclusive): an ISO 8601 time with its offset "
         "(e.g. 2026-03-01T00:00:00Z) or a date (UTC midnight). Default: the start of the "
-        "current UTC month.",
+        "UTC month the window ends in (this month when `to` is not given).",
     )
     to: datetime | None = Field(
         default=None,

@@ -58,7 +58,9 @@ def api_time(moment: datetime) -> str:
 def costs(
     ctx: typer.Context,
     start: Annotated[datetime | None, typer.Option(
-        "--from", help="Start of the window, UTC (default: the 1st of this month).",
+        "--from",
+        help="Start of the window, UTC (default: the 1st of the month --to falls in, this "
+        "month without --to).",
         show_default=False)] = None,
     end: Annotated[datetime | None, typer.Option(
         "--to", help="End of the window, UTC, excluded (default: now; at most 92 days).",

@@ -232,7 +232,8 @@ def limits(
     idle: Annotated[int | None, typer.Option(
         help="The new idle timeout in minutes.", show_default=False)] = None,
     lifetime: Annotated[int | None, typer.Option(
-        help="The new lifetime in minutes (from the launch).", show_default=False)] = None,
+        help="The new lifetime in minutes (counted from the instance's creation).",
+        show_default=False)] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Change a live instance's idle timeout or lifetime."""
