@@ -174,12 +174,17 @@ class Instance:
         )
 
     def agent_is_silent(self, now: datetime, policy: LifecyclePolicy) -> bool:
-        """In service, its agent has sent heartbeats, and none for the silence period."""
-        return (
-            self.status in IN_SERVICE_STATUSES
-            and self.last_heartbeat is not None
-            and now - self.last_heartbeat.at >= policy.agent_silence
-        )
+        """In service, its agent has reported (at boot, or in heartbeats since), and nothing
+        for the silence period."""
+        if self.status not in IN_SERVICE_STATUSES:
+            return False
+        if self.last_heartbeat is not None:
+            heard = self.last_heartbeat.at
+        elif self.gpu_report is not None:
+            heard = self.gpu_report.reported_at
+        else:
+            return False  # no agent (or not one that ever spoke): nothing went silent
+        return now - heard >= policy.agent_silence
 
     def is_young(self, now: datetime, policy: LifecyclePolicy) -> bool:
         """Launched (or, with no launch time, created) less than the grace period ago."""

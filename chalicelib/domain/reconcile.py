@@ -158,6 +158,13 @@ def _stopping(
         if instance.billing_ended_at is None:
             return Decision(instance, Action.END_BILLING, machine, at=now)
         return None  # deletion under way and billed to its start: wait for it to finish
+    unbilled = machine.unbilled_since if machine is not None else None
+    if unbilled is not None and (
+        instance.billing_ended_at is None or instance.billing_ended_at < unbilled
+    ):
+        # Stopped, and the cloud bills it no more since then: billing ends there (later
+        # than a terminate it accepted and did not carry out, earlier than one to come).
+        return Decision(instance, Action.END_BILLING, machine, at=min(unbilled, now))
     if (
         machine is not None
         and machine.unbilled_since is None  # a stopped machine the cloud does not bill is not

@@ -161,10 +161,9 @@ class DynamoDbUsage:
 
     def release(self, finished: FinishedShare) -> bool:
         """Take a finished instance out of the usage and into the finished totals, in one
-        write; False if it held nothing (already released, or provisioned before quotas)."""
+        write (two when it launched before every instance finished so far); False if it held
+        nothing (already released, or provisioned before quotas)."""
         key = _usage_key(finished.user_id)
-        if finished.launched_at is not None:
-            self._set_first_launch(key, finished, "contains(holders, :id) AND ")
         names = {
             "#status": f"finished#{finished.status}",
             "#provider": f"finished-provider#{finished.provider}",
@@ -176,31 +175,39 @@ class DynamoDbUsage:
         }
         adds = ("instances :minus, gpus :g, burn :h, #status :one, #provider :one, "
                 "finished_cost :cost")
+        sets = ""
         if finished.launched_at is not None:
             names["#rule"] = f"launched-hourly#{finished.billing_rule}"
             values[":rate"] = {"N": str(finished.hourly_usd)}
+            values[":t"] = {"S": finished.launched_at.isoformat()}
             adds += ", #rule :rate"
+            # The earliest launch is a min: set here if none yet; the item as it was before
+            # says whether this launch is earlier than the one kept.
+            sets = "SET first_launch = if_not_exists(first_launch, :t) "
         try:
-            self._call(
+            answer = self._call(
                 "update_item", TableName=self.table, Key=key,
-                UpdateExpression=f"ADD {adds} DELETE holders :ids",
+                UpdateExpression=f"{sets}ADD {adds} DELETE holders :ids",
                 ConditionExpression="contains(holders, :id)",
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+                ReturnValues="ALL_OLD",
             )
         except _ConditionFailed:
             return False
+        first = answer.get("Attributes", {}).get("first_launch", {}).get("S")  # before
+        if finished.launched_at is not None and first and first > values[":t"]["S"]:
+            self._set_first_launch(key, finished, "")  # launched before every other finished
         return True
 
     def rebill(self, before: FinishedShare, after: FinishedShare) -> bool:
-        """A finished instance billed again (a machine of it found later): the finished totals
-        take the difference, if its release counted it there (a holder's is counted when it
-        is released, as it is then). False if nothing changed."""
+        """A finished instance billed again (a machine of it found later), whose release has
+        counted `before` in the finished totals: they take the difference. Refused (False)
+        while it still holds usage (its release, still to come, counts it whole), for a user
+        with no usage item, or when nothing changed."""
         key = _usage_key(after.user_id)
         newly_launched = before.launched_at is None and after.launched_at is not None
         if after.cost == before.cost and not newly_launched:
             return False
-        if newly_launched:
-            self._set_first_launch(key, after, "NOT contains(holders, :id) AND ")
         names: dict[str, str] = {}
         values: dict[str, Any] = {
             ":cost": {"N": str(after.cost - before.cost)}, ":id": {"S": after.instance_id},
@@ -219,6 +226,8 @@ class DynamoDbUsage:
             )
         except _ConditionFailed:
             return False
+        if newly_launched:  # the item exists: the write above found it
+            self._set_first_launch(key, after, "attribute_exists(pk) AND ")
         return True
 
     # -- budget warnings ----------------------------------------------------------------
@@ -243,16 +252,16 @@ class DynamoDbUsage:
     def _set_first_launch(self, key: dict[str, Any], finished: FinishedShare, when: str) -> None:
         """The earliest launch: a min kept by a conditional write (losing is fine)."""
         assert finished.launched_at is not None
+        values = {":t": {"S": finished.launched_at.isoformat()}}
+        if ":id" in when:
+            values[":id"] = {"S": finished.instance_id}
         with contextlib.suppress(_ConditionFailed):
             self._call(
                 "update_item", TableName=self.table, Key=key,
                 UpdateExpression="SET first_launch = :t",
                 ConditionExpression=when
                 + "(attribute_not_exists(first_launch) OR first_launch > :t)",
-                ExpressionAttributeValues={
-                    ":t": {"S": finished.launched_at.isoformat()},
-                    ":id": {"S": finished.instance_id},
-                },
+                ExpressionAttributeValues=values,
             )
 
     def _get(self, user_id: str, sort_key: str) -> dict[str, Any] | None:

@@ -315,15 +315,18 @@ class AzureComputeProvider:
         with _translated("VM listing"):
             vms = list(self._arm().compute.virtual_machines.list(group))
         listed = {str(vm.id).lower(): vm for vm in vms}
-        closer = [r for r in power_wanted if r.lower() in listed]
-        read = {r.lower(): m for r, m in self._read_each(closer).items()}
         present = {key: self._machine(vm) for key, vm in listed.items()}
-        for resource_id in closer:  # as read, with its power state; gone if deleted since
-            key = resource_id.lower()
-            if key in read:
-                present[key] = read[key]
+        for resource_id in dict.fromkeys(r for r in power_wanted if r.lower() in listed):
+            try:
+                vm = self._get_vm(*self._locate(resource_id))
+            except CloudProviderError:
+                # As the listing saw it: one throttled read must not blind the whole look.
+                logger.warning("could not read the power state of %s", resource_id)
+                continue
+            if vm is None:
+                del present[resource_id.lower()]  # deleted since the listing: gone
             else:
-                del present[key]
+                present[resource_id.lower()] = self._machine(vm)
         managed = tuple(
             present[key] for key, vm in listed.items() if key in present and self._is_managed(vm)
         )

@@ -210,7 +210,9 @@ class UsageReleasingRepository:
 
     def save(self, instance: Instance, expected_status: InstanceStatus) -> Instance:
         # A finished record written again is billed again (a machine of it found later):
-        # the finished totals take the difference, so they stay the sum of the records.
+        # the finished totals take the new bill, so they stay the sum of the records. Whoever
+        # of this write and the first release (each conditional on the usage still held)
+        # comes second finds the other's count and adds only what it lacks.
         before = self.inner.get(instance.id) if expected_status.is_terminal else None
         stored: Instance = self.inner.save(instance, expected_status)
         if stored.status.is_terminal and expected_status.is_live:
@@ -222,7 +224,10 @@ class UsageReleasingRepository:
                 logger.exception("could not release the usage of %s", stored.id)
         elif before is not None and before.status.is_terminal:
             try:
-                self.quotas.store.rebill(FinishedShare.of(before), FinishedShare.of(stored))
+                # Still holding usage (its release failed, or is being made right now): the
+                # release counts it, with this bill. Released already: the difference.
+                if not self.quotas.store.release(FinishedShare.of(stored)):
+                    self.quotas.store.rebill(FinishedShare.of(before), FinishedShare.of(stored))
             except Exception:
                 logger.exception("could not add the new bill of %s to the totals", stored.id)
         return stored

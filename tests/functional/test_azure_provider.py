@@ -462,3 +462,16 @@ def test_a_snapshot_reads_the_power_state_only_of_the_vms_asked_for_it(azure):
     assert azure.arm_calls()[before + 1:] == [
         "GET virtualMachineList ", f"GET virtualMachines {RECORD}",
     ]
+
+
+def test_a_failed_power_state_read_leaves_the_vm_as_listed_and_the_look_stands(azure):
+    azure.launch()
+    azure.describe()  # past Creating
+    azure.fake.shut_down_from_inside(RECORD)
+    azure.fake.fail_next("GET", "virtualMachines", 403, "AuthorizationFailed")
+
+    look = azure.provider.snapshot("eastus", [VM_ID], power_wanted=[VM_ID])
+
+    assert look.state_of(VM_ID).state is CloudState.RUNNING  # the listing's word, not gone
+    again = azure.provider.snapshot("eastus", [VM_ID], power_wanted=[VM_ID])
+    assert again.state_of(VM_ID).state is CloudState.STOPPED

@@ -94,6 +94,34 @@ def test_a_finished_instance_is_counted_once_whatever_repeats_its_release(api, a
     assert stats["totalCostUsd"] == str(finished.accrued_cost)
 
 
+def test_a_late_bill_and_the_first_release_count_the_bill_once_in_either_order(
+    api, aws, faults
+):
+    """A finished record billed again (a machine of it found) while its first release has
+    not been written yet: the re-billing write counts the new bill whole, and the first
+    release, coming second, finds nothing to count. The other order: test_cloud_truth."""
+    container = bootstrap.container()
+    g4dn = container.catalog.find("g4dn.xlarge")
+    launched = START - timedelta(days=2)
+    record = replace(finished_record(g4dn, launched, launched + timedelta(minutes=30)),
+                     status=InstanceStatus.PROVISIONING, terminated_at=None)
+    container.quotas.reserve(record)
+    stored = container.repository.add(record)
+    faults.fail("dynamodb", "UpdateItem", "AccessDeniedException")  # the first release
+    finished = container.lifecycle.move(stored, InstanceStatus.TERMINATED, "test")
+    assert container.quotas.store.usage("alice")[1] == frozenset({finished.id})  # still held
+    rebilled = replace(finished, billing_ended_at=finished.billing_ended_at + timedelta(
+        minutes=30)).with_cost_accrued(finished.billing_ended_at + timedelta(minutes=30))
+    assert rebilled.accrued_cost > finished.accrued_cost
+
+    container.repository.save(rebilled, expected_status=InstanceStatus.TERMINATED)
+    container.quotas.release(finished)  # the first release's write, late, with the old bill
+
+    _, stats, _ = api.call("GET", "/api/instances/stats")
+    assert stats["totalCostUsd"] == str(rebilled.accrued_cost)
+    assert stats["byStatus"]["TERMINATED"] == 1
+
+
 def test_a_status_filtered_list_reads_only_the_matching_records(api, aws, items_read):
     history(40)
     ready = [api.provision()["id"] for _ in range(2)]

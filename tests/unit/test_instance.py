@@ -309,7 +309,13 @@ def test_an_agent_is_silent_after_heartbeats_then_none_for_the_silence_period():
 
     assert not ready.agent_is_silent(at(minutes=3, seconds=59), policy)
     assert ready.agent_is_silent(at(minutes=4), policy)
-    # Never a heartbeat (no agent, or not yet): nothing went silent.
+    # Never a word from an agent (none runs there): nothing went silent.
     assert not make_instance(S.READY).agent_is_silent(at(hours=5), policy)
+    # Its boot report, then no heartbeat: silent from the report.
+    from chalicelib.domain.agent import GpuReport
+
+    booted = make_instance(S.READY, gpu_report=GpuReport(True, (), at(minutes=2)))
+    assert not booted.agent_is_silent(at(minutes=4, seconds=59), policy)
+    assert booted.agent_is_silent(at(minutes=5), policy)
     # Only in service: a stopping record's machine is being terminated anyway.
     assert not make_instance(S.STOPPING, last_heartbeat=beat).agent_is_silent(at(hours=5), policy)

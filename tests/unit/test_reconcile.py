@@ -132,6 +132,21 @@ def test_a_stop_whose_stopped_machine_the_cloud_no_longer_bills_does_not_resume_
     )
 
 
+def test_a_stopping_records_stopped_machine_is_billed_to_the_stop_the_cloud_gives():
+    # A terminate accepted at T0 that did not happen, then the machine stopped at 5 min:
+    # billed on to the stop, not to T0.
+    ran_on = launched(S.STOPPING, terminate_requested_at=T0, terminate_attempts=1,
+                      billing_ended_at=T0)
+    stopped = CloudMachine(MACHINE, CloudState.STOPPED, unbilled_since=at(minutes=5))
+    decision = decide(ran_on, cloud(stopped), at(minutes=6), POLICY)
+    assert (decision.action, decision.at) == (Action.END_BILLING, at(minutes=5))
+    # No terminate taken yet, the machine stopped at 2 min: billing ends there.
+    asked = launched(S.STOPPING, terminate_requested_at=at(minutes=3), terminate_attempts=1)
+    stopped = CloudMachine(MACHINE, CloudState.STOPPED, unbilled_since=at(minutes=2))
+    decision = decide(asked, cloud(stopped), at(minutes=3, seconds=10), POLICY)
+    assert (decision.action, decision.at) == (Action.END_BILLING, at(minutes=2))
+
+
 def test_a_stop_past_its_limit_is_reported_stuck_once_and_never_abandoned():
     stopping = launched(S.STOPPING, terminate_requested_at=at(minutes=11),
                         terminate_attempts=6)
