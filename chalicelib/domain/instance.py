@@ -44,8 +44,8 @@ class LifecyclePolicy:
     # A machine younger than this may still be being recorded (its launch is in flight):
     # the reconciler neither calls it an orphan nor its record's machine gone.
     orphan_grace: timedelta = timedelta(seconds=120)
-    # An agent that sent heartbeats and then none for this long has gone silent: the tick
-    # asks the cloud whether its machine is powered off (3 heartbeats by default).
+    # An agent that reported (at boot, in heartbeats) and then nothing for this long has gone
+    # silent: the tick asks the cloud whether its machine is powered off (3 heartbeats).
     agent_silence: timedelta = timedelta(minutes=3)
 
     def terminate_backoff(self, attempts: int) -> timedelta:

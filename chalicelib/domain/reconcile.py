@@ -93,8 +93,11 @@ def decide(
         return _finish(instance, machine, now)
     if status is InstanceStatus.STOPPING:
         return _stopping(instance, machine, now, policy)
-    powered_off = machine is not None and machine.state is CloudState.STOPPED
-    if status in IN_SERVICE_STATUSES and machine is not None and powered_off:
+    if (
+        status in IN_SERVICE_STATUSES
+        and machine is not None
+        and machine.state is CloudState.STOPPED
+    ):
         # Powered off behind the service's back (a console stop, an OS shutdown on Azure, the
         # agent's dead-man switch without an identity): it serves no one, and a stopped but
         # allocated Azure VM is still billed. Stop it; billing ends when the cloud says it
@@ -167,7 +170,7 @@ def _stopping(
         return Decision(instance, Action.END_BILLING, machine, at=min(unbilled, now))
     if (
         machine is not None
-        and machine.unbilled_since is None  # a stopped machine the cloud does not bill is not
+        and machine.unbilled_since is None  # stopped and not billed by the cloud: nothing to resume
         and instance.billing_ended_at is not None
         and _asked_long_ago(instance, now, policy)
     ):
