@@ -208,15 +208,11 @@ class EmulatedAws:
             ]
             if not alive and not starting:
                 break
-            remaining = max(0.0, deadline - time.monotonic())
-            if starting:  # look again soon rather than wait for a whole workflow
-                if alive:
-                    alive[0].join(min(remaining, 0.01))
-                else:
-                    time.sleep(0.001)
+            if starting:
+                time.sleep(0.001)  # look again soon rather than wait for a whole workflow
             else:
                 for thread in alive:
-                    thread.join(remaining)
+                    thread.join(max(0.0, deadline - time.monotonic()))
             if time.monotonic() > deadline:
                 raise TimeoutError("a workflow execution did not stop in time")
         TMP_THREADS.clear()

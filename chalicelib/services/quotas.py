@@ -139,10 +139,16 @@ class QuotaService:
             "maxLiveInstances", str(limits.max_live_instances), "changing",
         )
 
-    def release(self, instance: Instance) -> None:
+    def release(self, instance: Instance) -> bool:
         """The instance finished (or was never stored): its usage is given back, and it is
-        added to its user's finished totals, once."""
-        self.store.release(FinishedShare.of(instance))
+        added to its user's finished totals, once. False if it held no usage (any more)."""
+        return self.store.release(FinishedShare.of(instance))
+
+    def rebill(self, before: Instance, after: Instance) -> None:
+        """A finished record billed again: counted with its new bill if it still holds usage
+        (its release failed, or is being made right now), else by the difference."""
+        if not self.release(after):
+            self.store.rebill(FinishedShare.of(before), FinishedShare.of(after))
 
     def repair_usage(self, live_ids: Collection[str]) -> list[str]:
         """Give back the usage still held for finished instances (a release that failed when
@@ -155,7 +161,7 @@ class QuotaService:
         repaired = []
         # A holder not yet stored, or stored live since `live_ids` was read, is left alone.
         for record in self.repository.get_many(suspects):
-            if record.status.is_terminal and self.store.release(FinishedShare.of(record)):
+            if record.status.is_terminal and self.release(record):
                 logger.warning("gave back the quota usage still held by finished %s", record.id)
                 repaired.append(record.id)
         return sorted(repaired)
@@ -209,10 +215,10 @@ class UsageReleasingRepository:
         self.quotas = quotas
 
     def save(self, instance: Instance, expected_status: InstanceStatus) -> Instance:
-        # A finished record written again is billed again (a machine of it found later):
-        # the finished totals take the new bill, so they stay the sum of the records. Whoever
-        # of this write and the first release (each conditional on the usage still held)
-        # comes second finds the other's count and adds only what it lacks.
+        # A finished record written again is billed again (a machine of it found later): the
+        # finished totals take the new bill, so they stay the sum of the records. This write
+        # and the first release are each conditional on the usage still held: whichever comes
+        # second finds the other's count and adds only what it lacks.
         before = self.inner.get(instance.id) if expected_status.is_terminal else None
         stored: Instance = self.inner.save(instance, expected_status)
         if stored.status.is_terminal and expected_status.is_live:
@@ -222,12 +228,9 @@ class UsageReleasingRepository:
                 # The transition is stored; the reaper's next tick gives the usage back
                 # (QuotaService.repair_usage).
                 logger.exception("could not release the usage of %s", stored.id)
-        elif before is not None and before.status.is_terminal:
+        elif before is not None:
             try:
-                # Still holding usage (its release failed, or is being made right now): the
-                # release counts it, with this bill. Released already: the difference.
-                if not self.quotas.store.release(FinishedShare.of(stored)):
-                    self.quotas.store.rebill(FinishedShare.of(before), FinishedShare.of(stored))
+                self.quotas.rebill(before, stored)
             except Exception:
                 logger.exception("could not add the new bill of %s to the totals", stored.id)
         return stored
